@@ -1,0 +1,81 @@
+"""Command line: ``python -m lslu train --model vanillanet_5 --dataset cifar100 ...``.
+
+Every TrainConfig field is a flag (``--help`` lists them with their defaults). Under
+``torchrun --nproc_per_node=N -m lslu train ...`` the run uses DistributedDataParallel.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+
+from .train import TrainConfig, train
+
+
+def _field_type(f: dataclasses.Field):
+    hint = typing.get_type_hints(TrainConfig)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if args else hint
+    optional = type(None) in typing.get_args(hint)
+    return base, optional
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lslu", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train one configuration (or load its stored result)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(TrainConfig):
+        base, optional = _field_type(f)
+        flag = "--" + f.name.replace("_", "-")
+        if base is bool:
+            tr.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            def convert(text, base=base, optional=optional):
+                if optional and text.lower() in ("none", "null", ""):
+                    return None
+                return base(text)
+            tr.add_argument(flag, type=convert, default=f.default,
+                            metavar=base.__name__.upper() + ("|none" if optional else ""))
+    tr.add_argument("--recipe", choices=["reference"], default=None,
+                    help="start from the reference code's recipe; other flags override it")
+    tr.add_argument("--results-dir", default=None,
+                    help="results store (default: $LSLU_RESULTS_DIR or ~/.cache/lslu/results)")
+    tr.add_argument("--force", action="store_true", help="train even if a stored result exists")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    if args.recipe == "reference":
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        overrides = {k: v for k, v in given.items() if v != defaults[k]}
+        config = TrainConfig.reference_recipe(**overrides)
+    else:
+        config = TrainConfig(**given)
+    try:
+        result = train(config, results_dir=args.results_dir, force=args.force,
+                       progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    import os
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"run_id": result.run_id, "cached": result.cached, **result.final},
+                         indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,448 @@
+"""Execute the companion's notebooks for the Jupyter Book, with named profiles.
+
+Usage::
+
+    python -m lslu.book execute --profile smoke            # all notebooks -> book/executed/
+    python -m lslu.book execute --profile fast --only 01_lslu_function
+    python -m lslu.book baselines                           # re-execute notebooks/ in place
+
+A profile is ``profiles/<name>.yaml``::
+
+    description: one line shown on result pages
+    defaults:            # offered to every notebook that declares a parameter of that name
+      dataset: digits
+    notebooks:           # per-notebook overrides, keyed by notebook stem
+      02_cifar10: {epochs: 5}
+
+Each notebook receives, through papermill, only the parameters that its ``parameters`` cell
+declares: the profile's defaults, overridden by its own entry under ``notebooks``, and always
+``profile`` (the profile's name) when it declares one.  ``baselines`` passes no parameters, so
+the notebooks run with their own defaults (the smoke profile); that regenerates the outputs that
+``pytest --nbval`` compares against.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import yaml
+
+__all__ = ["PROFILES_DIR", "available_profiles", "load_profile", "notebook_parameters",
+           "find_notebooks", "execute", "baselines", "hardware_description",
+           "NotebookExecutionError", "main"]
+
+#: ``profiles/`` at the repository root (the package is installed editable, see README).
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+KERNEL_NAME = "python3"
+_PROFILE_KEYS = {"description", "defaults", "notebooks"}
+
+
+class NotebookExecutionError(RuntimeError):
+    """A notebook failed; ``notebook`` is the source, ``partial`` the partially executed copy."""
+
+    def __init__(self, message: str, notebook: Path, partial: Path):
+        super().__init__(message)
+        self.notebook = notebook
+        self.partial = partial
+
+
+# --------------------------------------------------------------------------------- profiles
+def available_profiles(profiles_dir: str | os.PathLike | None = None) -> list[str]:
+    """Names of the profiles in ``profiles_dir`` (default: the repository's ``profiles/``)."""
+    d = Path(profiles_dir) if profiles_dir is not None else PROFILES_DIR
+    return sorted(p.stem for p in d.glob("*.yaml"))
+
+
+def load_profile(name: str, profiles_dir: str | os.PathLike | None = None) -> dict:
+    """Load and validate ``profiles/<name>.yaml``.
+
+    Returns a dict with ``name``, ``description`` (str), ``defaults`` (dict) and ``notebooks``
+    (dict of stem -> dict).  Raises ``ValueError`` naming the valid profiles if ``name`` is
+    unknown, or describing the problem if the file is malformed.
+    """
+    d = Path(profiles_dir) if profiles_dir is not None else PROFILES_DIR
+    valid = available_profiles(d)
+    if name not in valid:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(valid) or '(none)'}"
+                         f" (files {d.name}/<name>.yaml)")
+    path = d / f"{name}.yaml"
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name}: expected a mapping at the top level")
+    unknown = set(data) - _PROFILE_KEYS
+    if unknown:
+        raise ValueError(f"{path.name}: unknown keys {sorted(unknown)}; "
+                         f"allowed: {sorted(_PROFILE_KEYS)}")
+    description = data.get("description") or ""
+    defaults = data.get("defaults") or {}
+    notebooks = data.get("notebooks") or {}
+    if not isinstance(description, str) or "\n" in description.strip():
+        raise ValueError(f"{path.name}: 'description' must be a one-line string")
+    if not isinstance(defaults, dict):
+        raise ValueError(f"{path.name}: 'defaults' must be a mapping of parameter -> value")
+    if not isinstance(notebooks, dict) or not all(isinstance(v, dict) or v is None
+                                                  for v in notebooks.values()):
+        raise ValueError(f"{path.name}: 'notebooks' must map notebook stems to mappings")
+    return {"name": name, "description": description.strip(), "defaults": dict(defaults),
+            "notebooks": {str(k): dict(v or {}) for k, v in notebooks.items()}}
+
+
+def _as_profile(profile: str | dict) -> dict:
+    return load_profile(profile) if isinstance(profile, str) else profile
+
+
+def declared_parameters(notebook_path: str | os.PathLike) -> dict:
+    """The parameters declared in the notebook's ``parameters`` cell (papermill's inspection)."""
+    import papermill
+    return dict(papermill.inspect_notebook(str(notebook_path)))
+
+
+def notebook_parameters(profile: str | dict, notebook_path: str | os.PathLike) -> dict:
+    """Parameters to pass to one notebook under ``profile`` (a name or a loaded profile).
+
+    The profile's ``defaults`` overridden by ``notebooks[<stem>]``, restricted to the names the
+    notebook declares; ``profile`` is always set to the profile's name if declared.  A
+    per-notebook override for a name the notebook does not declare is a mistake in the profile
+    and raises ``ValueError`` (a default that a notebook does not declare is simply not passed).
+    """
+    prof = _as_profile(profile)
+    path = Path(notebook_path)
+    declared = declared_parameters(path)
+    overrides = prof.get("notebooks", {}).get(path.stem, {}) or {}
+    undeclared = sorted(set(overrides) - set(declared))
+    if undeclared:
+        raise ValueError(
+            f"profile {prof.get('name')!r} overrides {undeclared} for {path.stem}, which declares "
+            f"only {sorted(declared) or '(no parameters)'} in its 'parameters' cell")
+    merged = {**prof.get("defaults", {}), **overrides}
+    params = {k: v for k, v in merged.items() if k in declared}
+    if "profile" in declared and prof.get("name") is not None:
+        params["profile"] = prof["name"]
+    return params
+
+
+# ------------------------------------------------------------------------------- notebooks
+def find_notebooks(notebooks_dir: str | os.PathLike = "notebooks",
+                   only: Iterable[str] | None = None) -> list[Path]:
+    """``notebooks_dir/*.ipynb`` sorted by name, restricted to the stems in ``only`` if given."""
+    d = Path(notebooks_dir)
+    found = sorted(p for p in d.glob("*.ipynb") if not p.name.startswith("."))
+    if only:
+        wanted = [Path(s).stem if s.endswith(".ipynb") else Path(s).name for s in only]
+        stems = {p.stem for p in found}
+        missing = [w for w in wanted if w not in stems]
+        if missing:
+            raise ValueError(f"no notebook named {missing} in {d}; available: "
+                             f"{', '.join(sorted(stems)) or '(none)'}")
+        found = [p for p in found if p.stem in set(wanted)]
+    return found
+
+
+def check_kernel(kernel_name: str = KERNEL_NAME) -> None:
+    """Raise ``RuntimeError`` with instructions if the Jupyter kernel is not installed."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    try:
+        KernelSpecManager().get_kernel_spec(kernel_name)
+    except NoSuchKernel:
+        raise RuntimeError(
+            f"Jupyter kernel {kernel_name!r} not found (searched {KernelSpecManager().kernel_dirs})."
+            f" Install ipykernel into this environment ({sys.executable} -m pip install ipykernel,"
+            f" or `make venv`); notebooks are executed with -k {kernel_name}.") from None
+
+
+def _has_inline_magic(notebook_path: Path) -> bool:
+    import nbformat
+    nb = nbformat.read(str(notebook_path), as_version=4)
+    return any(c.cell_type == "code" and any(line.strip() == "%matplotlib inline"
+                                             for line in c.source.splitlines())
+               for c in nb.cells)
+
+
+def check_matplotlib_backend(notebooks: Iterable[Path]) -> None:
+    """Fail early if ``MPLBACKEND`` would leave executed notebooks without figures.
+
+    A non-interactive backend in the environment (``MPLBACKEND=Agg``, common in CI) is inherited
+    by the kernel and suppresses the inline figures, unless the notebook itself selects
+    ``%matplotlib inline``, as every notebook of this project must.
+    """
+    backend = os.environ.get("MPLBACKEND", "")
+    if not backend or "inline" in backend:
+        return
+    bad = [p.name for p in notebooks if not _has_inline_magic(p)]
+    if bad:
+        raise RuntimeError(
+            f"MPLBACKEND={backend} is set and {bad} do not run '%matplotlib inline': their figures"
+            f" would be missing from the book. Unset MPLBACKEND or add '%matplotlib inline'.")
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def hardware_description() -> dict:
+    """What the notebooks ran on, without the host name."""
+    info = {"machine": platform.machine(), "processor": platform.processor() or None,
+            "system": platform.system(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "cpu_model": _cpu_model()}
+    try:
+        import torch
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["cuda_device"] = torch.cuda.get_device_name(0)
+            info["cuda_device_count"] = torch.cuda.device_count()
+        else:
+            info["cuda_device"] = None
+    except ImportError:  # pragma: no cover - torch is a hard requirement of the project
+        info["torch"] = None
+    return info
+
+
+def _home_relative(path: str | None) -> str | None:
+    home = os.path.expanduser("~")
+    if path and home not in ("", "/") and path.startswith(home + os.sep):
+        return "~" + path[len(home):]
+    return path
+
+
+def _hardware_line(hw: dict) -> str:
+    dev = hw.get("cuda_device") or (f"CPU only ({hw.get('cpu_count')} cores, "
+                                    f"{hw.get('cpu_model') or hw.get('machine')})")
+    return f"{dev}, torch {hw.get('torch')}"
+
+
+def _add_profile_note(out_path: Path, prof: dict, seconds: float, hw: dict) -> None:
+    """Insert a short markdown note (profile, description, time, hardware) into the executed copy.
+
+    It goes right after papermill's ``injected-parameters`` cell (or after the first cell, which
+    holds the page title, if nothing was injected).
+    """
+    import nbformat
+    nb = nbformat.read(str(out_path), as_version=4)
+    pos = 1 if nb.cells else 0
+    for i, c in enumerate(nb.cells):
+        if "injected-parameters" in c.get("metadata", {}).get("tags", []):
+            pos = i + 1
+            break
+    text = (f"> **Profile `{prof['name']}`.** {prof['description']}  \n"
+            f"> Executed in {seconds:.0f} s on {_hardware_line(hw)} "
+            f"(`python -m lslu.book execute --profile {prof['name']}`).")
+    cell = nbformat.v4.new_markdown_cell(text, metadata={"tags": ["lslu-profile-note"]})
+    nb.cells.insert(pos, cell)
+    nbformat.write(nb, str(out_path))
+
+
+def _show(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+@contextlib.contextmanager
+def _kernel_stderr(lines: list[str]):
+    """Send the kernel subprocess's stderr (it inherits fd 2) to a temporary file.
+
+    ipykernel writes start-up/shutdown chatter there; it is dropped on success and its tail is
+    shown on failure (useful when the kernel itself dies, e.g. out of memory).
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2: leave things as they are
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode("utf-8", "replace").splitlines())
+
+
+def _run_one(src: Path, dst: Path, parameters: dict | None, cwd: Path) -> float:
+    import papermill
+    t0 = time.perf_counter()
+    kernel_log: list[str] = []
+    try:
+        with _kernel_stderr(kernel_log):
+            papermill.execute_notebook(str(src), str(dst), parameters=parameters,
+                                       kernel_name=KERNEL_NAME, cwd=str(cwd),
+                                       progress_bar=False, log_output=False)
+    except Exception as exc:  # papermill.PapermillExecutionError and kernel/startup failures
+        seconds = time.perf_counter() - t0
+        if hasattr(exc, "exec_count"):
+            where = f" in cell [{exc.exec_count}] ({exc.ename}: {exc.evalue})"
+        else:
+            where = f" ({type(exc).__name__}: {exc})"
+        msg = (f"FAILED {_show(src)}{where} after {seconds:.1f} s; "
+               f"partial notebook with the traceback: {_show(dst)}")
+        tail = [ln for ln in kernel_log if "without encryption" not in ln][-20:]
+        if tail:
+            msg += "\nkernel stderr (last lines):\n  " + "\n  ".join(tail)
+        raise NotebookExecutionError(msg, src, dst) from exc
+    return time.perf_counter() - t0
+
+
+def execute(profile: str | dict, only: Iterable[str] | None = None,
+            out_dir: str | os.PathLike = "book/executed",
+            notebooks_dir: str | os.PathLike = "notebooks") -> dict:
+    """Execute the notebooks with ``profile``'s parameters into ``out_dir`` for the book.
+
+    Notebooks run sorted by name, one kernel each, with the notebooks directory as working
+    directory.  Writes ``out_dir/run_log.json`` and returns its content.  On the first failure,
+    prints which notebook failed and where its partial copy is, records it in the log and raises
+    ``NotebookExecutionError``.
+    """
+    prof = _as_profile(profile)
+    nb_dir = Path(notebooks_dir).resolve()
+    out = Path(out_dir)
+    notebooks = find_notebooks(nb_dir, only)
+    if not notebooks:
+        raise ValueError(f"no notebooks found in {notebooks_dir}")
+    stems = {p.stem for p in find_notebooks(nb_dir)}
+    typos = sorted(set(prof["notebooks"]) - stems)
+    if typos:
+        raise ValueError(f"profile {prof['name']!r} has overrides for {typos}, which are not "
+                         f"notebooks in {notebooks_dir} ({', '.join(sorted(stems))})")
+    check_kernel()
+    check_matplotlib_backend(notebooks)
+    params = {p.stem: notebook_parameters(prof, p) for p in notebooks}  # validate all first
+    out.mkdir(parents=True, exist_ok=True)
+
+    log_path = out / "run_log.json"
+    log = {"profile": prof["name"], "description": prof["description"], "notebooks": {}}
+    if only and log_path.exists():  # keep the other notebooks' entries of the same profile
+        try:
+            old = json.loads(log_path.read_text(encoding="utf-8"))
+            if old.get("profile") == prof["name"]:
+                log["notebooks"] = old.get("notebooks", {})
+        except (OSError, ValueError):
+            pass
+    hw = hardware_description()
+    log.update(started=datetime.now(timezone.utc).isoformat(timespec="seconds"), hardware=hw,
+               results_dir=_home_relative(os.environ.get("LSLU_RESULTS_DIR")))
+
+    def write_log():
+        log["total_seconds"] = round(sum(v.get("seconds", 0.0) for v in log["notebooks"].values()), 1)
+        log_path.write_text(json.dumps(log, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+    print(f"profile {prof['name']}: {len(notebooks)} notebook(s) -> {out}", flush=True)
+    t_all = time.perf_counter()
+    for src in notebooks:
+        dst = out / src.name
+        try:
+            seconds = _run_one(src, dst.resolve(), params[src.stem], nb_dir)
+        except NotebookExecutionError as exc:
+            log["notebooks"][src.stem] = {"status": "failed", "parameters": params[src.stem]}
+            write_log()
+            print(exc, file=sys.stderr, flush=True)
+            raise
+        _add_profile_note(dst, prof, seconds, hw)
+        log["notebooks"][src.stem] = {"status": "ok", "seconds": round(seconds, 1),
+                                      "parameters": params[src.stem]}
+        print(f"  {src.stem:<32s} {seconds:8.1f} s", flush=True)
+    write_log()
+    print(f"done in {time.perf_counter() - t_all:.1f} s; log: {log_path}", flush=True)
+    return log
+
+
+def _strip_run_metadata(path: Path) -> None:
+    """Drop papermill's per-run timestamps so re-generated baselines diff cleanly."""
+    import nbformat
+    nb = nbformat.read(str(path), as_version=4)
+    nb.metadata.pop("papermill", None)
+    for c in nb.cells:
+        c.metadata.pop("papermill", None)
+        c.metadata.pop("execution", None)
+        if c.metadata.get("tags") == []:
+            del c.metadata["tags"]
+    nbformat.write(nb, str(path))
+
+
+def baselines(only: Iterable[str] | None = None, notebooks_dir: str | os.PathLike = "notebooks"
+              ) -> dict:
+    """Re-execute the notebooks in place with no parameters (their own defaults).
+
+    This regenerates the stored outputs that ``pytest --nbval`` compares against.
+    """
+    nb_dir = Path(notebooks_dir).resolve()
+    notebooks = find_notebooks(nb_dir, only)
+    if not notebooks:
+        raise ValueError(f"no notebooks found in {notebooks_dir}")
+    check_kernel()
+    check_matplotlib_backend(notebooks)
+    times = {}
+    for src in notebooks:
+        seconds = _run_one(src, src, None, nb_dir)  # a failure leaves the partial in place
+        _strip_run_metadata(src)
+        times[src.stem] = round(seconds, 1)
+        print(f"  {src.stem:<32s} {seconds:8.1f} s", flush=True)
+    return times
+
+
+# ------------------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m lslu.book",
+        description="Execute the notebooks for the Jupyter Book (see profiles/*.yaml).")
+    sub = p.add_subparsers(dest="command", required=True)
+    profiles = available_profiles()
+    e = sub.add_parser("execute", help="execute notebooks with a profile into book/executed/",
+                       description="Execute notebooks/*.ipynb with a profile's parameters into "
+                                   "OUT_DIR for the book, and write OUT_DIR/run_log.json.")
+    e.add_argument("--profile", default="smoke",
+                   help=f"profile name, one of: {', '.join(profiles)} (default: smoke)")
+    e.add_argument("--only", nargs="+", metavar="NOTEBOOK",
+                   help="notebook stems to execute (default: all), e.g. 01_lslu_function")
+    e.add_argument("--out-dir", default="book/executed", help="default: book/executed")
+    e.add_argument("--notebooks-dir", default="notebooks", help="default: notebooks")
+    b = sub.add_parser("baselines", help="re-execute notebooks in place (nbval baselines)",
+                       description="Re-execute notebooks/*.ipynb in place with no parameters "
+                                   "(their defaults = the smoke profile), regenerating the "
+                                   "outputs that pytest --nbval compares.")
+    b.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="notebook stems (default: all)")
+    b.add_argument("--notebooks-dir", default="notebooks", help="default: notebooks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "execute":
+            execute(args.profile, only=args.only, out_dir=args.out_dir,
+                    notebooks_dir=args.notebooks_dir)
+        else:
+            baselines(only=args.only, notebooks_dir=args.notebooks_dir)
+    except NotebookExecutionError:
+        return 1  # already reported
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

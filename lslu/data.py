@@ -1,0 +1,559 @@
+"""Datasets as uint8 tensors on the device, and a loader that augments on the device.
+
+The fast path follows airbench: decode the whole dataset once into a uint8 tensor (N, 3, S, S)
+that lives on the training device, then build every batch with a few tensor ops (gather with a
+random crop and flip, normalize, upsample). There are no worker processes and no per-image Python
+work, so a small model on a GPU is not starved by the data pipeline. CIFAR-10 is 150 MB this way.
+
+    ds = load_dataset("digits")                     # offline default: sklearn's 1,797 8x8 digits
+    train = DeviceLoader(ds.train_images, ds.train_labels, 256, ds.mean, ds.std, 32, train=True)
+    for epoch in range(epochs):
+        train.set_epoch(epoch)                      # new shuffle and crops; forget it => same ones
+        for images, labels in train: ...
+
+Images are stored at S = 32 px (CIFAR, digits, synthetic) or at input_size (imagefolder). A
+loader with input_size != S resizes each batch on the device (bilinear), so the reference
+recipe's 224 px training runs without keeping 224 px copies of CIFAR (7.5 GB) anywhere.
+
+Two parts of the reference recipe are slower by nature and optional: RandAugment (timm's, PIL,
+one image at a time on the CPU) and random erasing (timm's, on the device, a Python loop over the
+batch). Mixup/CutMix belongs to the trainer, which mixes labels too: see make_mixup.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+__all__ = ["DATASETS", "ImageDataset", "check_dataset_args", "load_dataset", "default_data_dir",
+           "DeviceLoader", "make_mixup"]
+
+DATASETS = ("cifar10", "cifar100", "imagefolder", "digits", "synthetic")
+
+# what torchvision's CIFAR classes download, and where they expect it (the archive goes into
+# data_dir, torchvision extracts it into data_dir/<folder>)
+_CIFAR = {
+    "cifar10": dict(archive="cifar-10-python.tar.gz", folder="cifar-10-batches-py",
+                    files=["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                           "data_batch_5", "test_batch", "batches.meta"],
+                    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
+    "cifar100": dict(archive="cifar-100-python.tar.gz", folder="cifar-100-python",
+                     files=["train", "test", "meta"],
+                     url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
+}
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+_SYNTHETIC = dict(train=50_000, val=10_000, classes=10, size=32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The dataset: everything the trainer needs, already on the device
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ImageDataset:
+    name: str
+    train_images: torch.Tensor  # uint8 (N, 3, S, S), S = stored size
+    train_labels: torch.Tensor  # int64 (N,)
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    num_classes: int
+    classes: list[str]
+    mean: tuple[float, float, float]  # per channel, [0, 1] units, from the train split
+    std: tuple[float, float, float]
+    # whether a horizontal flip keeps the label: not for digits (a mirrored 2, 3, 7 is no digit;
+    # flips cost a tiny CNN 10 points of val accuracy after 8 epochs), so a trainer should pass
+    # flip=dataset.hflip
+    hflip: bool = True
+
+    @property
+    def image_size(self) -> int:
+        return self.train_images.shape[-1]
+
+    def describe(self) -> str:
+        nbytes = self.train_images.numel() + self.val_images.numel()
+        return (f"{self.name}: {len(self.train_labels)} train / {len(self.val_labels)} val, "
+                f"{self.num_classes} classes, stored {self.image_size}x{self.image_size} uint8 "
+                f"({nbytes / 2**20:.1f} MiB on {self.train_images.device})")
+
+
+def default_data_dir() -> str:
+    return os.environ.get("LSLU_DATA_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                            "lslu", "data")
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks: every mistake is reported before anything is read, decoded or downloaded
+# ---------------------------------------------------------------------------------------------
+def check_dataset_args(name, data_dir=None, input_size=32, download=True,
+                       val_fraction=0.2) -> None:
+    """Raise ValueError / FileNotFoundError naming the problem; does no loading work."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    # bool is an int in Python, but input_size=True is certainly a mistake
+    if not isinstance(input_size, numbers.Integral) or isinstance(input_size, bool) \
+            or input_size <= 0:
+        raise ValueError(f"input_size must be a positive int (32 and 224 are the common ones), "
+                         f"got {input_size!r}")
+    if not isinstance(val_fraction, numbers.Real) or isinstance(val_fraction, bool) \
+            or not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be a number strictly between 0 and 1, "
+                         f"got {val_fraction!r}")
+    if name == "imagefolder":
+        _scan_imagefolder(data_dir)  # raises on a missing folder, no classes, no images
+    if name in _CIFAR and not download:
+        spec, root = _CIFAR[name], os.path.expanduser(data_dir or default_data_dir())
+        archive = os.path.join(root, spec["archive"])
+        if not (_cifar_extracted(name, root) or os.path.isfile(archive)):
+            raise FileNotFoundError(
+                f"{name} not found in {root} and download=False: put {spec['archive']} "
+                f"(from {spec['url']}) into {root} (torchvision extracts it to "
+                f"{os.path.join(root, spec['folder'])}), or pass download=True")
+
+
+def _cifar_extracted(name, root) -> bool:
+    spec = _CIFAR[name]
+    return all(os.path.isfile(os.path.join(root, spec["folder"], f)) for f in spec["files"])
+
+
+def _scan_imagefolder(data_dir):
+    """(classes, train_files, val_files or None); files are (path, label) lists, sorted."""
+    if data_dir is None:
+        raise ValueError("imagefolder needs data_dir: a folder with one sub-folder per class "
+                         "(optionally inside train/ and val/)")
+    data_dir = os.path.expanduser(data_dir)
+    if not os.path.exists(data_dir):
+        raise FileNotFoundError(f"imagefolder: data_dir {data_dir} does not exist")
+    if not os.path.isdir(data_dir):
+        raise ValueError(f"imagefolder: data_dir {data_dir} is not a folder")
+    train_root, val_root = data_dir, None
+    if os.path.isdir(os.path.join(data_dir, "train")):
+        train_root = os.path.join(data_dir, "train")
+        if os.path.isdir(os.path.join(data_dir, "val")):
+            val_root = os.path.join(data_dir, "val")
+
+    def class_dirs(root):
+        # hidden folders (.ipynb_checkpoints, .git) are never classes
+        return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+
+    def image_files(root, classes):
+        files = []
+        for label, cls in enumerate(classes):
+            found = []
+            for folder, _, names in os.walk(os.path.join(root, cls), followlinks=True):
+                found += [os.path.join(folder, n) for n in names
+                          if n.lower().endswith(_IMAGE_EXTENSIONS) and not n.startswith(".")]
+            if not found:
+                raise ValueError(f"imagefolder: class folder {os.path.join(root, cls)} holds no "
+                                 f"images ({', '.join(_IMAGE_EXTENSIONS)})")
+            files += [(path, label) for path in sorted(found)]
+        return files
+
+    classes = class_dirs(train_root)
+    if not classes:
+        raise ValueError(f"imagefolder: {train_root} has no class sub-folders; expected "
+                         f"{train_root}/<class>/<image>")
+    train_files = image_files(train_root, classes)
+    val_files = None
+    if val_root is not None:
+        val_classes = class_dirs(val_root)
+        unknown = sorted(set(val_classes) - set(classes))
+        if unknown:
+            raise ValueError(f"imagefolder: {val_root} has classes that train/ lacks: {unknown}")
+        # labels follow train/'s class list, so a val/ with fewer classes still lines up
+        val_files = [(path, classes.index(val_classes[y]))
+                     for path, y in image_files(val_root, val_classes)]
+    return classes, train_files, val_files
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+def load_dataset(name, data_dir=None, input_size=32, download=True, val_fraction=0.2, seed=0,
+                 device="cpu", limit=None) -> ImageDataset:
+    """Load a dataset as uint8 tensors on `device` (mean/std from the train split).
+
+    cifar10, cifar100: torchvision's CIFAR classes (download into data_dir, default $LSLU_DATA_DIR
+        or ~/.cache/lslu/data); val is the official test set. Stored at 32 px.
+    imagefolder: data_dir/<class>/<image>, or data_dir/train/<class> and data_dir/val/<class>.
+        Without val/ a stratified split seeded by `seed` keeps val_fraction of each class. Images
+        are converted to RGB, resized (shorter side) and center-cropped to input_size and stored
+        at that size: N * 3 * input_size**2 bytes, e.g. 10,000 images take 1.5 GB at 224 px and
+        31 MB at 32 px.
+    digits: scikit-learn's bundled 1,797 real 8x8 handwritten digits (no download), stratified
+        split seeded by `seed`, upsampled once to 32 px (bilinear) and repeated over 3 channels.
+        The offline dataset of the project.
+    synthetic: uniform random pixels and labels (10 classes, 50,000 train / 10,000 val, 32 px),
+        seeded by `seed`. Nothing to learn: it is for measuring throughput only.
+
+    limit keeps only the first `limit` train images (for quick runs); val is kept whole.
+    """
+    check_dataset_args(name, data_dir, input_size, download, val_fraction)
+    if limit is not None and (not isinstance(limit, numbers.Integral) or isinstance(limit, bool)
+                              or limit <= 0):
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    if not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+
+    if name in _CIFAR:
+        root = os.path.expanduser(data_dir or default_data_dir())
+        train_x, train_y, val_x, val_y, classes = _load_cifar(name, root, download)
+    elif name == "imagefolder":
+        train_x, train_y, val_x, val_y, classes = _load_imagefolder(data_dir, input_size,
+                                                                    val_fraction, seed, limit)
+    elif name == "digits":
+        train_x, train_y, val_x, val_y, classes = _load_digits(val_fraction, seed)
+    else:
+        train_x, train_y, val_x, val_y, classes = _make_synthetic(seed, limit)
+
+    if limit is not None:
+        train_x, train_y = train_x[:limit], train_y[:limit]
+    mean, std = _channel_stats(train_x)
+    return ImageDataset(name=name, train_images=train_x.to(device), train_labels=train_y.to(device),
+                        val_images=val_x.to(device), val_labels=val_y.to(device),
+                        num_classes=len(classes), classes=list(classes), mean=mean, std=std,
+                        hflip=name != "digits")
+
+
+def _load_cifar(name, root, download):
+    import torchvision  # imported here: torchvision costs a second to import, digits needs none
+    spec = _CIFAR[name]
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    # with the archive already in root, torchvision's download step only verifies and extracts it
+    # (no network), so an archive put there by hand works with download=False too
+    if not _cifar_extracted(name, root) and os.path.isfile(os.path.join(root, spec["archive"])):
+        download = True
+    help_ = (f"download {spec['url']} by hand and put {spec['archive']} into {root} "
+             f"(torchvision extracts it to {os.path.join(root, spec['folder'])} on first use)")
+    try:
+        splits = [cls(root=root, train=train, download=download) for train in (True, False)]
+    except OSError as e:  # urllib's URLError and socket errors are OSErrors, so are disk errors
+        if download:
+            raise RuntimeError(f"could not download {name} ({e}); no network? {help_}") from e
+        raise RuntimeError(f"could not read {name} from {root} ({e}); {help_}") from e
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted" (md5 mismatch)
+        raise RuntimeError(f"{name} files in {root} are missing or corrupted ({e}); {help_}") from e
+
+    def to_tensors(ds):  # ds.data is (N, 32, 32, 3) uint8 HWC
+        return (torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
+                torch.tensor(ds.targets, dtype=torch.int64))
+
+    (train_x, train_y), (val_x, val_y) = map(to_tensors, splits)
+    return train_x, train_y, val_x, val_y, splits[0].classes
+
+
+def _stratified_split(labels, val_fraction, seed, what):
+    from sklearn.model_selection import train_test_split
+    try:
+        train_idx, val_idx = train_test_split(np.arange(len(labels)), test_size=val_fraction,
+                                              stratify=labels, random_state=seed)
+    except ValueError as e:  # e.g. a class with one image, or fewer val images than classes
+        raise ValueError(f"{what}: cannot split {len(labels)} images into a stratified "
+                         f"val_fraction={val_fraction} ({e})") from e
+    return train_idx, val_idx
+
+
+def _load_imagefolder(data_dir, size, val_fraction, seed, limit):
+    classes, train_files, val_files = _scan_imagefolder(data_dir)
+    if val_files is None:
+        labels = np.array([y for _, y in train_files])
+        train_idx, val_idx = _stratified_split(labels, val_fraction, seed, "imagefolder")
+        val_files = [train_files[i] for i in val_idx]
+        train_files = [train_files[i] for i in train_idx]
+    if limit is not None:
+        train_files = train_files[:limit]  # decode only what is kept
+
+    def decode(path):
+        try:
+            with Image.open(path) as im:
+                im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale >= size, faster
+                im = im.convert("RGB")
+                w, h = im.size
+                scale = size / min(w, h)
+                nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+                im = im.resize((nw, nh), Image.BICUBIC)  # PIL antialiases when shrinking
+                left, top = (nw - size) // 2, (nh - size) // 2
+                return np.asarray(im.crop((left, top, left + size, top + size)))
+        except OSError as e:
+            raise RuntimeError(f"imagefolder: cannot read image {path}: {e}") from e
+
+    def stack(files):
+        # PIL releases the GIL while decoding and resizing, so threads use all cores
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            arrays = list(pool.map(decode, [p for p, _ in files]))
+        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        return images, torch.tensor([y for _, y in files], dtype=torch.int64)
+
+    return (*stack(train_files), *stack(val_files), classes)
+
+
+def _load_digits(val_fraction, seed):
+    from sklearn.datasets import load_digits
+    digits = load_digits()  # bundled with scikit-learn: (1797, 8, 8) floats in 0..16
+    labels = digits.target.astype(np.int64)
+    images = torch.from_numpy(digits.images).float() * (255 / 16)
+    # upsample once here, not per batch: 32 px is what the CIFAR models expect
+    images = F.interpolate(images[:, None], size=(32, 32), mode="bilinear", align_corners=False)
+    images = images.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    train_idx, val_idx = _stratified_split(labels, val_fraction, seed, "digits")
+    labels = torch.from_numpy(labels)
+    train_idx, val_idx = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
+    return (images[train_idx], labels[train_idx], images[val_idx], labels[val_idx],
+            [str(d) for d in range(10)])
+
+
+def _make_synthetic(seed, limit):
+    k, s = _SYNTHETIC["classes"], _SYNTHETIC["size"]
+
+    def draw(n, split):  # one generator per split: val does not change with limit
+        g = torch.Generator().manual_seed(_seed_from(seed, split))
+        return (torch.randint(0, 256, (n, 3, s, s), generator=g, dtype=torch.uint8),
+                torch.randint(0, k, (n,), generator=g))
+
+    n_train = min(limit or _SYNTHETIC["train"], _SYNTHETIC["train"])
+    return (*draw(n_train, 0), *draw(_SYNTHETIC["val"], 1), [f"class_{i}" for i in range(k)])
+
+
+def _channel_stats(images):
+    """Per-channel mean and std over all pixels of a uint8 (N, 3, S, S) tensor, [0, 1] units."""
+    # from a 256-bin histogram per channel: exact, and 20x faster than summing float64 copies
+    counts = torch.zeros(3, 256, dtype=torch.float64)
+    for chunk in images.split(4096):
+        for c in range(3):
+            counts[c] += torch.bincount(chunk[:, c].flatten(), minlength=256).double()
+    value = torch.arange(256, dtype=torch.float64) / 255
+    n = counts.sum(1)
+    mean = (counts * value).sum(1) / n
+    # a constant channel would divide by zero when normalizing; one grey level is a safe floor
+    std = ((counts * value.square()).sum(1) / n - mean.square()).clamp_min(0).sqrt()
+    std = std.clamp_min(1 / 255)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loader
+# ---------------------------------------------------------------------------------------------
+def _seed_from(*keys) -> int:
+    # SeedSequence mixes the keys, so (seed, epoch) pairs never share a stream by accident
+    a, b = np.random.SeedSequence(list(keys)).generate_state(2)
+    return int(a) << 32 | int(b)
+
+
+@contextlib.contextmanager
+def _private_global_rng(state, device):
+    """Run timm's augmentations on the loader's own RNG streams, so batches are reproducible and
+    the caller's global RNGs are left untouched. timm draws from Python's and NumPy's global RNGs
+    (RandAugment, erasing boxes) and from torch's on `device` (erasing's pixel noise)."""
+    saved = random.getstate(), np.random.get_state()
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    accelerator = device.type != "cpu"
+    try:
+        with torch.random.fork_rng(devices=[device] if accelerator else [],
+                                   device_type=device.type if accelerator else None):
+            # seed only this device's generator: torch.manual_seed would reseed every GPU
+            seed = random.getrandbits(63)
+            torch.random.default_generator.manual_seed(seed)
+            if device.type == "cuda":
+                with torch.cuda.device(device):
+                    torch.cuda.manual_seed(seed)
+            elif accelerator:
+                torch.get_device_module(device.type).manual_seed(seed)
+            yield
+    finally:
+        state["python"], state["numpy"] = random.getstate(), np.random.get_state()
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+
+
+def _reflect(index, size):
+    # mirror without repeating the edge pixel, as F.pad(mode="reflect"): -1 -> 1, size -> size-2
+    index = index.abs()
+    return torch.where(index >= size, 2 * (size - 1) - index, index)
+
+
+class DeviceLoader:
+    """Batches from uint8 tensors already on the device; crop+flip augmentation on the device.
+
+    Each epoch's shuffle, crop offsets and flips are drawn on the CPU from a torch.Generator seeded
+    by (seed, epoch), then moved to the device in one go, so the same seed and epoch give the same
+    batches on any device. Call set_epoch(epoch) before each epoch (as with DistributedSampler):
+    without it every epoch repeats epoch 0.
+
+    train=True: shuffle, random crop (pad by crop_padding, default S // 8, reflect or zeros; 0
+        disables), horizontal flip, and optionally
+        rand_augment: a timm RandAugment string such as "rand-m7-mstd0.5-inc1" (the reference
+            recipe). Slow path: applied per image with PIL on the CPU at the stored size S, after
+            the crop and flip; the batch goes to the CPU and back.
+        random_erasing: probability of timm's RandomErasing (mode "pixel", as the reference
+            recipe), applied on the device to the normalized batch at input_size.
+    train=False: no shuffle, no augmentation (the augmentation arguments are ignored), and the
+        last partial batch is kept unless drop_last=True.
+
+    With world_size > 1 the (shared) permutation is padded by wrapping around to a multiple of
+    world_size and rank r takes every world_size-th index from r, as DistributedSampler does: the
+    shards are disjoint up to the padding, and all ranks have the same number of batches. In eval
+    this counts up to world_size - 1 images twice.
+
+    Yields (images, labels): images normalized by mean/std (given in [0, 1] units), resized to
+    input_size x input_size (bilinear) when that differs from the stored size, in `dtype` and,
+    if channels_last, in channels_last memory format; labels int64. Mixup/CutMix is the
+    trainer's job (make_mixup), because it changes the labels too.
+    """
+
+    def __init__(self, images, labels, batch_size, mean, std, input_size, train: bool, seed=0,
+                 drop_last=None, crop_padding=None, flip=True, rank=0, world_size=1,
+                 channels_last=False, dtype=torch.float32, rand_augment: str | None = None,
+                 random_erasing: float = 0.0, padding_mode="reflect"):
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3 \
+                or images.shape[2] != images.shape[3]:
+            raise ValueError(f"images must be uint8 (N, 3, S, S), got {images.dtype} "
+                             f"{tuple(images.shape)}")
+        if labels.shape != images.shape[:1] or labels.device != images.device:
+            raise ValueError(f"labels must be ({len(images)},) on {images.device}, got "
+                             f"{tuple(labels.shape)} on {labels.device}")
+        if not isinstance(batch_size, numbers.Integral) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not isinstance(input_size, numbers.Integral) or input_size <= 0:
+            raise ValueError(f"input_size must be a positive int, got {input_size!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, "
+                             f"world_size={world_size}")
+        if not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        size = images.shape[-1]
+        crop_padding = size // 8 if crop_padding is None else crop_padding
+        if padding_mode not in ("reflect", "zeros"):
+            raise ValueError(f"padding_mode must be 'reflect' or 'zeros', got {padding_mode!r}")
+        if not 0 <= crop_padding < (size if padding_mode == "reflect" else size + 1):
+            raise ValueError(f"crop_padding must be in [0, {size}) for {size} px images, "
+                             f"got {crop_padding}")
+        if not 0.0 <= random_erasing <= 1.0:
+            raise ValueError(f"random_erasing is a probability in [0, 1], got {random_erasing}")
+
+        self.images, self.labels = images, labels
+        self.batch_size, self.input_size, self.size = int(batch_size), int(input_size), size
+        self.train, self.seed, self.epoch = train, int(seed), 0
+        self.drop_last = train if drop_last is None else drop_last
+        self.crop_padding = crop_padding if train else 0
+        self.flip = flip and train
+        self.padding_mode = padding_mode
+        self.rank, self.world_size = rank, world_size
+        self.channels_last, self.dtype = channels_last, dtype
+        device = images.device
+        # normalize uint8 directly: (x - 255 mean) / (255 std), one pass over the batch
+        self.mean255 = torch.tensor(mean, device=device).float().view(1, 3, 1, 1) * 255
+        self.inv_std255 = 1 / (torch.tensor(std, device=device).float().view(1, 3, 1, 1) * 255)
+
+        self.rand_augment = None
+        if train and rand_augment:
+            from timm.data.auto_augment import rand_augment_transform
+            # as timm's create_transform: translations relative to the image, fill with the mean
+            hparams = dict(translate_const=int(size * 0.45), interpolation=Image.BICUBIC,
+                           img_mean=tuple(min(255, round(255 * m)) for m in mean))
+            try:
+                self.rand_augment = rand_augment_transform(rand_augment, hparams)
+            except (AssertionError, ValueError, IndexError) as e:
+                raise ValueError(f"bad rand_augment {rand_augment!r} (want e.g. "
+                                 f"'rand-m7-mstd0.5-inc1'): {e!r}") from e
+        self.random_erasing = None
+        if train and random_erasing > 0:
+            from timm.data.random_erasing import RandomErasing
+            self.random_erasing = RandomErasing(random_erasing, mode="pixel", device=device)
+
+        self.samples_per_rank = math.ceil(len(labels) / world_size)
+        if len(self) == 0:
+            raise ValueError(f"batch_size {batch_size} is larger than the training set "
+                             f"({self.samples_per_rank} images per rank) and drop_last=True "
+                             f"leaves no batch")
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        if self.drop_last:
+            return self.samples_per_rank // self.batch_size
+        return math.ceil(self.samples_per_rank / self.batch_size)
+
+    def __iter__(self):
+        n, device = len(self.labels), self.images.device
+        total = self.samples_per_rank * self.world_size
+        # all ranks draw the same permutation (same seed), then each keeps its own shard
+        g = torch.Generator().manual_seed(_seed_from(self.seed, self.epoch))
+        order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
+        order = order.repeat(math.ceil(total / n))[:total]
+        shifts = torch.randint(0, 2 * self.crop_padding + 1, (total, 2), generator=g)
+        flips = torch.rand(total, generator=g) < 0.5
+        mine = slice(self.rank, total, self.world_size)
+        order, shifts, flips = (t[mine].to(device) for t in (order, shifts, flips))
+        # timm's RandAugment and RandomErasing differ per rank; they need not match across ranks
+        host_seed = _seed_from(self.seed, self.epoch, self.rank)
+        host_rng = dict(python=random.Random(host_seed).getstate(),
+                        numpy=np.random.RandomState(host_seed % 2**32).get_state())
+        for i in range(len(self)):
+            b = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            yield self._batch(order[b], shifts[b], flips[b], host_rng)
+
+    def _batch(self, idx, shifts, flips, host_rng):
+        S, p = self.size, self.crop_padding
+        if p == 0 and not self.flip:
+            x = self.images[idx]
+        else:
+            # crop and flip as one gather: the source row/column of every output pixel, with
+            # positions in the padding mapped back into the image (reflect) or masked (zeros)
+            base = torch.arange(S, device=idx.device)
+            rows = shifts[:, :1] + base - p  # (B, S)
+            cols = shifts[:, 1:] + base - p
+            if self.flip:
+                cols = torch.where(flips[:, None], cols.flip(1), cols)  # read the window backwards
+            if self.padding_mode == "reflect":
+                rows, cols = _reflect(rows, S), _reflect(cols, S)
+            else:
+                inside = ((rows >= 0) & (rows < S))[:, None, :, None] \
+                    & ((cols >= 0) & (cols < S))[:, None, None, :]
+                rows, cols = rows.clamp(0, S - 1), cols.clamp(0, S - 1)
+            channels = torch.arange(3, device=idx.device)[None, :, None, None]
+            x = self.images[idx[:, None, None, None], channels, rows[:, None, :, None],
+                            cols[:, None, None, :]]
+            if self.padding_mode == "zeros":
+                x = x * inside
+
+        if self.rand_augment is not None:
+            with _private_global_rng(host_rng, x.device):
+                hwc = x.permute(0, 2, 3, 1).cpu().numpy()
+                out = [np.asarray(self.rand_augment(Image.fromarray(im))) for im in hwc]
+            x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x.device)
+
+        x = x.to(torch.float32)
+        if self.channels_last:  # convert at the stored size: cheaper than after upsampling
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = (x - self.mean255) * self.inv_std255
+        if self.input_size != S:
+            # normalizing first is exact (bilinear weights sum to 1) and touches fewer pixels
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                              align_corners=False, antialias=self.input_size < S)
+        x = x.to(self.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.random_erasing is not None:
+            with _private_global_rng(host_rng, x.device):
+                x = self.random_erasing(x)
+        return x, self.labels[idx]
+
+
+def make_mixup(mixup, cutmix, smoothing, num_classes):
+    """timm's Mixup/CutMix (per batch, switch probability 0.5, as the reference recipe), or None
+    when both alphas are 0; then the trainer applies label smoothing in its loss itself.
+    Mixup needs an even batch size: keep drop_last=True with an even batch_size."""
+    if mixup <= 0 and cutmix <= 0:
+        return None
+    from timm.data import Mixup
+    return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=1.0, switch_prob=0.5, mode="batch",
+                 label_smoothing=smoothing, num_classes=num_classes)

@@ -1,0 +1,514 @@
+"""Training: ``train(TrainConfig(...)) -> RunResult``.
+
+One function trains a configured model on a dataset and returns everything the book needs:
+per-epoch curves, the theta/omega of every LSLU layer per epoch, final metrics, params, FLOPs,
+hardware and versions. Finished runs come from the results store; unfinished ones resume from
+their last checkpoint. On CUDA it uses bf16 autocast, channels_last and (optionally)
+torch.compile; under torchrun it trains with DistributedDataParallel.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import data as data_lib
+from .activations import ACTIVATIONS, LSLU
+from .models import BASELINE_ACTIVATION, MODELS, build_model, count_parameters, lslu_layers, \
+    param_groups
+from .results import ResultsStore, RunResult, atomic_torch_save, config_hash
+
+__all__ = ["TrainConfig", "train", "run_grid", "OPTIMIZERS", "hardware_info", "load_model",
+           "count_flops", "resolve_device"]
+
+OPTIMIZERS = ("lamb", "adamw", "sgd")
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run. The defaults are a small, quick run on the offline digits data."""
+    model: str = "vanillanet_5_x0_25"
+    activation: str | None = "lslu"      # None: the model's baseline (series / relu)
+    act_num: int = 3                      # n: series length, depthwise kernel 2n+1
+    act_everywhere: bool = False          # resnet18: the activation at every ReLU position too
+    dataset: str = "digits"
+    data_dir: str | None = None
+    input_size: int = 32
+    val_fraction: float = 0.2
+    limit: int | None = None              # keep only this many training images
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9                 # sgd only
+    warmup_epochs: float = 1.0
+    min_lr: float = 1e-6
+    decay_epochs: int = 0                 # lambda 0 -> 1 over these epochs; 0: lambda = 1 throughout
+    drop_rate: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    smoothing: float = 0.0
+    bce: bool = False
+    rand_augment: str | None = None
+    random_erasing: float = 0.0
+    crop_padding: int | None = None       # None: stored size // 8
+    flip: bool = True
+    ema_decay: float = 0.0                # 0: no EMA
+    amp: bool = True                      # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True
+    compile: bool = False
+    seed: int = 0
+    device: str = "auto"
+    patience: int = 0                     # early stopping after this many epochs without gain; 0: off
+    freeze_activation: bool = False       # keep theta/omega at their initial values
+
+    @classmethod
+    def reference_recipe(cls, **overrides) -> "TrainConfig":
+        """The reference code's recipe (VanillaNet's ImageNet recipe; paper.md): 224 px, 300
+        epochs, LAMB lr 3.5e-3 wd 0.35, 5 warm-up epochs, cosine to 1e-6, dropout 0.05,
+        RandAugment, mixup 0.1 / cutmix 1.0, smoothing 0.1, BCE, random erasing 0.25, EMA
+        0.99996, lambda over 100 epochs. Effective batch 800."""
+        recipe = dict(model="vanillanet_5", dataset="cifar100", input_size=224, epochs=300,
+                      batch_size=800, optimizer="lamb", lr=3.5e-3, weight_decay=0.35,
+                      warmup_epochs=5, min_lr=1e-6, decay_epochs=100, drop_rate=0.05,
+                      rand_augment="rand-m7-mstd0.5-inc1", mixup=0.1, cutmix=1.0, smoothing=0.1,
+                      bce=True, random_erasing=0.25, ema_decay=0.99996)
+        recipe.update(overrides)
+        return cls(**recipe)
+
+    def validate(self) -> None:
+        """Every bad value raises a clear error here, before any data is loaded or file touched."""
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; valid: {', '.join(MODELS)}")
+        if self.activation is not None and self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; valid: "
+                             f"{', '.join(ACTIVATIONS)} (or None for the model's baseline)")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        for name in ("epochs", "batch_size", "act_num", "input_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
+        if self.lr <= 0 or self.min_lr < 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise ValueError("lr must be > 0; min_lr, weight_decay and warmup_epochs >= 0")
+        if self.decay_epochs < 0 or self.patience < 0:
+            raise ValueError("decay_epochs and patience must be >= 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
+            raise ValueError("mixup/cutmix need an even batch_size")
+        if self.act_everywhere and not self.model.startswith("resnet"):
+            raise ValueError("act_everywhere applies to resnet18 models only")
+        resolve_device(self.device)
+        data_lib.check_dataset_args(self.dataset, self.data_dir, self.input_size,
+                                    val_fraction=self.val_fraction)
+
+    @property
+    def resolved_activation(self) -> str:
+        return self.activation or BASELINE_ACTIVATION[self.model]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def run_id(self) -> str:
+        return config_hash(self.to_dict())
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda, cuda:N)") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but CUDA is not available")
+    return dev
+
+
+def hardware_info(device: torch.device | None = None) -> dict:
+    info = {"platform": platform.platform(terse=True), "machine": platform.machine(),
+            "processor": _cpu_name(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+    if device is not None and device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["gpu_count"] = torch.cuda.device_count()
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _versions() -> dict:
+    import timm
+    from . import __version__
+    return {"lslu": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "python": platform.python_version(), "cuda": torch.version.cuda}
+
+
+def count_flops(model: nn.Module, input_size: int, device=None) -> int:
+    """Forward FLOPs for one image (torch's own FlopCounterMode; a multiply-add counts 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    m = copy.deepcopy(model).eval()
+    x = torch.zeros(1, 3, input_size, input_size, device=device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        m(x)
+    return int(counter.get_total_flops())
+
+
+def _lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float) -> float:
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _lambda_at(epoch: int, decay_epochs: int) -> float:
+    return 1.0 if decay_epochs <= 0 else min(1.0, epoch / decay_epochs)
+
+
+def _make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device):
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "lamb":
+        from timm.optim import Lamb
+        return Lamb(groups, lr=cfg.lr)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+
+
+def _make_loss(cfg: TrainConfig, mixing: bool) -> nn.Module:
+    from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
+    if cfg.bce:  # with mixing, smoothing is already in the soft targets
+        return BinaryCrossEntropy(smoothing=0.0 if mixing else cfg.smoothing)
+    if mixing:
+        return SoftTargetCrossEntropy()
+    return nn.CrossEntropyLoss(label_smoothing=cfg.smoothing)
+
+
+def _activation_state(model: nn.Module) -> tuple[dict, dict]:
+    theta, omega = {}, {}
+    for name, m in lslu_layers(model).items():
+        t, w = m.theta.detach().float().cpu(), m.omega.detach().float().cpu()
+        if m.per_channel:
+            t, w = t.mean(1), w.mean(1)
+        theta[name or "act"], omega[name or "act"] = t.tolist(), w.tolist()
+    return theta, omega
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+_DATA_CACHE: dict = {}
+
+
+def _load_data(cfg: TrainConfig, device: torch.device) -> "data_lib.ImageDataset":
+    """Datasets are loaded once per process and shared by the runs of a grid."""
+    key = (cfg.dataset, cfg.data_dir, cfg.input_size, cfg.val_fraction, cfg.seed, str(device),
+           cfg.limit)
+    if key not in _DATA_CACHE:
+        if len(_DATA_CACHE) > 4:
+            _DATA_CACHE.clear()
+        _DATA_CACHE[key] = data_lib.load_dataset(
+            cfg.dataset, data_dir=cfg.data_dir, input_size=cfg.input_size,
+            val_fraction=cfg.val_fraction, seed=cfg.seed, device=device, limit=cfg.limit)
+    return _DATA_CACHE[key]
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from torchrun's environment, (0, 0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 0, 1
+    return int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+@torch.no_grad()
+def _evaluate(model, loader, device, amp_dtype, world_size) -> tuple[float, float]:
+    model.eval()
+    totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, count
+    for images, labels in loader:
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(images)
+        totals[0] += F.cross_entropy(logits.float(), labels, reduction="sum")
+        totals[1] += (logits.argmax(1) == labels).sum()
+        totals[2] += labels.numel()
+    if world_size > 1:
+        torch.distributed.all_reduce(totals)
+    loss, correct, count = totals.tolist()
+    return loss / count, correct / count
+
+
+def train(config: TrainConfig, results_dir=None, force: bool = False, progress: bool = True,
+          on_epoch_end: Callable[[int, dict], None] | None = None) -> RunResult:
+    """Train ``config`` (or return its stored result) and return the RunResult.
+
+    A finished run is loaded from the results store unless ``force``; an unfinished run resumes
+    from its last checkpoint. ``on_epoch_end(epoch, record)`` is called after each epoch's
+    checkpoint is written (used by tests to simulate a kill).
+    """
+    config.validate()
+    store = ResultsStore(results_dir)
+    run_id = config.run_id
+    rank, local_rank, world_size = _distributed()
+    if not force:
+        store.check_readable(run_id)
+        if store.has_result(run_id):
+            return store.load(run_id)
+    if config.batch_size % world_size:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {world_size} "
+                         f"processes")
+
+    device = resolve_device(config.device)
+    if world_size > 1:
+        import torch.distributed as dist
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    amp_dtype = torch.bfloat16 if (config.amp and device.type == "cuda") else None
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+
+    _seed_everything(config.seed)
+    dataset = _load_data(config, device)
+    model = build_model(config.model, dataset.num_classes, config.resolved_activation,
+                        config.act_num, config.drop_rate, config.act_everywhere)
+    if config.freeze_activation:
+        for m in lslu_layers(model).values():
+            m.theta.requires_grad_(False)
+            m.omega.requires_grad_(False)
+    params = count_parameters(model)
+    flops = count_flops(model, config.input_size)
+    deployable = copy.deepcopy(model).eval()
+    deployable.change_act(1.0)
+    deployable.switch_to_deploy()
+    params_deploy = count_parameters(deployable)
+    del deployable
+    model.to(device, memory_format=memory_format)
+
+    per_rank_batch = config.batch_size // world_size
+    loader_args = dict(mean=dataset.mean, std=dataset.std, input_size=config.input_size,
+                       channels_last=config.channels_last)
+    train_loader = data_lib.DeviceLoader(
+        dataset.train_images, dataset.train_labels, per_rank_batch, train=True, seed=config.seed,
+        crop_padding=config.crop_padding, flip=config.flip, rank=rank, world_size=world_size,
+        rand_augment=config.rand_augment, random_erasing=config.random_erasing, **loader_args)
+    val_loader = data_lib.DeviceLoader(dataset.val_images, dataset.val_labels, max(per_rank_batch, 256),
+                                       train=False, rank=rank, world_size=world_size, **loader_args)
+    if len(train_loader) == 0:
+        raise ValueError(f"batch_size {config.batch_size} is larger than the training set "
+                         f"({len(dataset.train_labels)} images)")
+
+    mixup = data_lib.make_mixup(config.mixup, config.cutmix, config.smoothing, dataset.num_classes)
+    criterion = _make_loss(config, mixing=mixup is not None)
+    optimizer = _make_optimizer(config, model, device)
+    ema = None
+    if config.ema_decay > 0:
+        from timm.utils import ModelEmaV3
+        ema = ModelEmaV3(model, decay=config.ema_decay)
+
+    raw_model = model
+    if world_size > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_model = torch.compile(model) if config.compile else model
+
+    history: list[dict] = []
+    start_epoch, best, since_best, train_time = 0, -1.0, 0, 0.0
+    ckpt_path = store.checkpoint_path(run_id)
+    if ckpt_path.exists() and not force:
+        try:
+            ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        except Exception as err:  # noqa: BLE001 - any unreadable checkpoint: say so, keep it
+            raise RuntimeError(f"checkpoint {ckpt_path} cannot be read ({err}); it is left "
+                               f"untouched: move it away to start this run afresh") from err
+        raw_model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
+        history, best, since_best = ckpt["history"], ckpt["best"], ckpt["since_best"]
+        train_time = ckpt["train_time"]
+        start_epoch = len(history)
+        _set_rng_state(ckpt["rng"])
+
+    steps_per_epoch = len(train_loader)
+    total_steps = config.epochs * steps_per_epoch
+    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+        label = f"{config.model}/{config.resolved_activation} n={config.act_num} seed={config.seed}"
+        bar = tqdm(total=config.epochs, initial=start_epoch, desc=label, leave=False,
+                   file=sys.stderr, dynamic_ncols=True)
+
+    stopped_early = False
+    for epoch in range(start_epoch, config.epochs):
+        if since_best >= config.patience > 0:
+            stopped_early = True
+            break
+        lam = _lambda_at(epoch, config.decay_epochs)
+        raw_model.change_act(lam)  # on the unwrapped model: DDP must not hide the schedule
+        train_loader.set_epoch(epoch)
+        model.train()
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        t0 = time.perf_counter()
+        for i, (images, labels) in enumerate(train_loader):
+            step = epoch * steps_per_epoch + i
+            lr = _lr_at(step, total_steps, warmup_steps, config.lr, config.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            targets = labels
+            if mixup is not None:
+                images, targets = mixup(images, labels)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = step_model(images)
+            loss = criterion(logits.float(), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if ema is not None:
+                ema.update(raw_model, step=step)
+            loss_sum += loss.detach()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        epoch_time = time.perf_counter() - t0
+        train_loss = loss_sum.item() / steps_per_epoch
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(
+                f"the training loss became {train_loss} in epoch {epoch + 1} of run {run_id}; "
+                f"the run stops here. The last good checkpoint (end of epoch {epoch}) is kept at "
+                f"{ckpt_path}. Lower the learning rate or check the data.")
+        train_time += epoch_time
+        val_loss, val_acc = _evaluate(step_model, val_loader, device, amp_dtype, world_size)
+        val_acc_ema = None
+        if ema is not None:
+            ema.module.change_act(lam)  # the EMA averages buffers too; lambda is not a weight
+            val_acc_ema = _evaluate(ema.module, val_loader, device, amp_dtype, world_size)[1]
+        theta, omega = _activation_state(raw_model)
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
+                  "val_acc": val_acc, "val_acc_ema": val_acc_ema, "lr": lr, "lam": lam,
+                  "epoch_time": epoch_time, "theta": theta, "omega": omega}
+        history.append(record)
+        if val_acc > best:
+            best, since_best = val_acc, 0
+        else:
+            since_best += 1
+        if rank == 0:
+            atomic_torch_save({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "ema": ema.state_dict() if ema is not None else None,
+                               "history": history, "best": best, "since_best": since_best,
+                               "train_time": train_time, "rng": _rng_state(),
+                               "config": config.to_dict()}, ckpt_path)
+        if bar is not None:
+            bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{val_acc:.3f}")
+            bar.update(1)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+    if bar is not None:
+        bar.close()
+
+    last = history[-1]
+    final = {"val_acc": last["val_acc"], "val_loss": last["val_loss"],
+             "best_val_acc": max(h["val_acc"] for h in history),
+             "val_acc_ema": last["val_acc_ema"], "train_loss": last["train_loss"],
+             "epochs_run": len(history), "stopped_early": stopped_early,
+             "num_classes": dataset.num_classes,
+             "train_time_s": train_time,
+             "images_per_s": len(history) * steps_per_epoch * config.batch_size / max(train_time, 1e-9)}
+    result = RunResult(run_id=run_id, config=config.to_dict(), history=history, final=final,
+                       params=params, params_deploy=params_deploy, flops=flops,
+                       hardware=hardware_info(device) | {"world_size": world_size},
+                       versions=_versions())
+    if rank == 0:
+        atomic_torch_save(raw_model.state_dict(), store.model_path(run_id))
+        store.save(result)
+        ckpt_path.unlink(missing_ok=True)
+    return result
+
+
+def load_model(result: RunResult, results_dir=None, device="cpu") -> nn.Module:
+    """The trained model of a finished run (from the store's models/ folder), in eval mode."""
+    cfg = TrainConfig(**result.config)
+    path = ResultsStore(results_dir).model_path(result.run_id)
+    if not path.exists():
+        raise FileNotFoundError(f"no saved weights for run {result.run_id} at {path}; train it "
+                                f"again with force=True")
+    dataset_classes = result.final.get("num_classes")
+    state = torch.load(path, map_location=device, weights_only=True)
+    num_classes = dataset_classes or _num_classes_from_state(state)
+    model = build_model(cfg.model, num_classes, cfg.resolved_activation, cfg.act_num,
+                        cfg.drop_rate, cfg.act_everywhere)
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def _num_classes_from_state(state: dict) -> int:
+    for key in ("cls2.weight", "fc.weight"):
+        if key in state:
+            return state[key].shape[0]
+    raise ValueError("cannot tell the number of classes from the saved weights")
+
+
+def run_grid(configs: list[TrainConfig], results_dir=None, force: bool = False,
+             progress: bool = True) -> list[RunResult]:
+    """Run (or load) every config, validating all of them before the first one starts."""
+    configs = list(configs)
+    if not configs:
+        raise ValueError("run_grid needs at least one config")
+    for cfg in configs:
+        cfg.validate()
+    results = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(configs), desc="runs", file=sys.stderr, dynamic_ncols=True)
+    for cfg in configs:
+        results.append(train(cfg, results_dir=results_dir, force=force, progress=progress))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return results

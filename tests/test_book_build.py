@@ -1,0 +1,275 @@
+"""The built book (_build/html) in a real headless browser, and lslu.book's profile logic.
+
+`make test` builds the smoke book before pytest runs; run on its own, this module builds it
+(`python -m lslu.book execute --profile smoke` then `jupyter-book build . -W -n --all`) when pages are
+missing. Chromium is required: without it these tests fail, they never skip.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from lslu import book as lbook
+
+ROOT = Path(__file__).resolve().parent.parent
+HTML = ROOT / "_build" / "html"
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def _toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    files = [toc["root"]]
+
+    def walk(entries):
+        for e in entries or []:
+            if "file" in e:
+                files.append(e["file"])
+            walk(e.get("sections"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return files
+
+
+CHAPTERS = _toc_files()
+NOTEBOOK_CHAPTERS = [c for c in CHAPTERS if c.startswith("book/executed/")]
+_MATH = re.compile(r"\$\$|\{math\}|(?<![\\$])\$[^$\s][^$\n]*\$")
+
+
+def _source_of(chapter: str) -> tuple[str, list[str]]:
+    """(kind, markdown texts) of a chapter's source; notebook chapters read notebooks/<stem>."""
+    if chapter.startswith("book/executed/"):
+        for path in (ROOT / "notebooks" / f"{Path(chapter).name}.ipynb", ROOT / f"{chapter}.ipynb"):
+            if path.exists():
+                nb = nbformat.read(path, as_version=4)
+                return "notebook", [c.source for c in nb.cells if c.cell_type == "markdown"]
+        return "notebook", []  # reported by the tests below (and by test_packaging)
+    path = ROOT / f"{chapter}.md"
+    return "markdown", [path.read_text(encoding="utf-8")] if path.exists() else []
+
+
+def _title_of(chapter: str) -> str:
+    for text in _source_of(chapter)[1]:
+        for line in text.splitlines():
+            if line.startswith("# "):
+                title = line[2:].strip()
+                return re.sub(r"[*_`]", "", title)  # the page shows emphasis/code as text
+    raise AssertionError(f"{chapter} has no `# ` title")
+
+
+MATH_CHAPTERS = [c for c in CHAPTERS if any(_MATH.search(t) for t in _source_of(c)[1])]
+
+
+def _chromium() -> str:
+    exe = os.environ.get("LSLU_CHROMIUM")
+    if exe:
+        return exe
+    for name in BROWSERS:
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.fail("no Chromium found (tried LSLU_CHROMIUM, " + ", ".join(BROWSERS) + "). Install it "
+                "(Debian: apt-get install chromium; `make test` does this when run as root).")
+
+
+def _run(cmd, env):
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, (f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
+                                  f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def built_book() -> Path:
+    """_build/html with every chapter of _toc.yml; built (smoke profile) if anything is missing."""
+    wanted = [HTML / "index.html"] + [HTML / f"{c}.html" for c in CHAPTERS]
+    if not all(p.exists() for p in wanted):
+        env = dict(os.environ)
+        env.setdefault("LSLU_RESULTS_DIR", str(ROOT / "_build" / "test-results"))
+        _run([sys.executable, "-m", "lslu.book", "execute", "--profile", "smoke"], env)
+        jb = Path(sys.executable).parent / "jupyter-book"
+        _run([str(jb) if jb.exists() else "jupyter-book", "build", ".", "-W", "-n", "--all"], env)
+    missing = [str(p.relative_to(ROOT)) for p in wanted if not p.exists()]
+    assert not missing, f"the book build did not produce {missing}"
+    return HTML
+
+
+@pytest.fixture(scope="session")
+def dom(built_book, tmp_path_factory):
+    """chapter -> the DOM Chromium has after running the page's scripts (5 s virtual time)."""
+    exe = _chromium()
+    cache: dict[str, str] = {}
+
+    def get(chapter: str) -> str:
+        if chapter not in cache:
+            profile_dir = tmp_path_factory.mktemp("chromium")
+            cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu",
+                   "--disable-background-networking", "--disable-component-update",
+                   "--no-first-run", "--disable-sync", f"--user-data-dir={profile_dir}",
+                   "--virtual-time-budget=5000", "--dump-dom",
+                   (built_book / f"{chapter}.html").as_uri()]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+            assert proc.returncode == 0 and "<html" in proc.stdout, \
+                f"chromium failed on {chapter}: {proc.stderr[-2000:]}"
+            cache[chapter] = proc.stdout
+        return cache[chapter]
+
+    return get
+
+
+# ------------------------------------------------------------------------------- pages
+def test_toc_has_the_expected_parts():
+    assert CHAPTERS[0] == "book/intro"
+    for c in ("book/method", "book/reproducing", "book/reference_code"):
+        assert c in CHAPTERS
+    assert "book/executed/01_lslu_function" in NOTEBOOK_CHAPTERS
+    assert "book/method" in MATH_CHAPTERS
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_page_has_its_title(dom, chapter):
+    page = dom(chapter)
+    m = re.search(r"<title>(.*?)</title>", page, re.S)
+    assert m, f"{chapter}: no <title>"
+    title = html.unescape(m.group(1))
+    assert _title_of(chapter) in title, f"{chapter}: title {title!r}"
+    assert "LSLU companion" in title
+
+
+@pytest.mark.parametrize("chapter", MATH_CHAPTERS or ["book/method"])  # never empty/skipped
+def test_math_is_typeset_offline(dom, chapter):
+    page = dom(chapter)
+    assert "mjx-container" in page, f"{chapter}: MathJax did not typeset (raw TeX left)"
+    assert (HTML / "_static" / "mathjax" / "tex-chtml.js").exists()
+
+
+@pytest.mark.parametrize("chapter", NOTEBOOK_CHAPTERS or ["book/executed/01_lslu_function"])
+def test_notebook_chapter_has_a_figure(dom, chapter):
+    page = dom(chapter)
+    imgs = re.findall(r"<img\b[^>]*\bsrc=\"([^\"]+)\"", page)
+    pngs = [s for s in imgs if s.startswith("data:image/png") or s.split("?")[0].endswith(".png")]
+    assert pngs, f"{chapter}: no PNG figure (MPLBACKEND=Agg without %matplotlib inline?)"
+    for src in pngs:
+        if not src.startswith("data:"):
+            target = (HTML / chapter).parent / src
+            assert target.resolve().exists(), f"{chapter}: figure {src} missing"
+    # the profile note lslu.book adds to every executed copy
+    assert "Profile" in page and "Executed in" in page
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_no_network_resources(dom, chapter):
+    raw = (HTML / f"{chapter}.html").read_text(encoding="utf-8")
+    for text in (raw, dom(chapter)):
+        scripts = re.findall(r"<script\b[^>]*\bsrc=\"(https?:)?//[^\"]*\"", text)
+        styles = re.findall(r"<link\b[^>]*\bhref=\"(?:https?:)?//[^\"]*\.css[^\"]*\"", text)
+        assert not scripts and not styles, f"{chapter} loads resources from the network"
+
+
+def test_run_log_records_every_notebook(built_book):
+    log = json.loads((ROOT / "book" / "executed" / "run_log.json").read_text(encoding="utf-8"))
+    assert log["profile"] in lbook.available_profiles()
+    for chapter in NOTEBOOK_CHAPTERS:
+        entry = log["notebooks"][Path(chapter).name]
+        assert entry["status"] == "ok" and entry["seconds"] >= 0
+    assert "cpu_count" in log["hardware"] and "torch" in log["hardware"]
+    assert "node" not in log["hardware"] and "hostname" not in json.dumps(log).lower()
+
+
+# ---------------------------------------------------------------- lslu.book (unit tests)
+def _notebook(path: Path, parameters: str, body: str = "print('ok')") -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# A test notebook"),
+                nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def profiles_dir(tmp_path):
+    d = tmp_path / "profiles"
+    d.mkdir()
+    (d / "small.yaml").write_text(yaml.safe_dump({
+        "description": "small test profile",
+        "defaults": {"profile": "small", "dataset": "digits", "epochs": 2, "seed": 0},
+        "notebooks": {"02_nb": {"epochs": 7}},
+    }))
+    (d / "other.yaml").write_text("description: other\ndefaults: {}\nnotebooks: {}\n")
+    return d
+
+
+def test_unknown_profile_lists_the_valid_ones(profiles_dir):
+    with pytest.raises(ValueError, match=r"unknown profile 'nope'.*other, small"):
+        lbook.load_profile("nope", profiles_dir)
+    with pytest.raises(ValueError, match="smoke"):
+        lbook.load_profile("no-such-profile")  # the repository's own profiles are listed
+
+
+def test_only_declared_parameters_are_passed(profiles_dir, tmp_path):
+    prof = lbook.load_profile("small", profiles_dir)
+    nb = _notebook(tmp_path / "01_nb.ipynb", "epochs = 1\nseed = 3")
+    assert lbook.notebook_parameters(prof, nb) == {"epochs": 2, "seed": 0}
+    bare = _notebook(tmp_path / "03_nb.ipynb", "")
+    assert lbook.notebook_parameters(prof, bare) == {}
+
+
+def test_overrides_win_and_profile_is_always_passed(profiles_dir, tmp_path):
+    prof = lbook.load_profile("small", profiles_dir)
+    nb = _notebook(tmp_path / "02_nb.ipynb", "profile = 'smoke'\nepochs = 1\ndataset = 'cifar10'")
+    assert lbook.notebook_parameters(prof, nb) == {"profile": "small", "epochs": 7,
+                                                   "dataset": "digits"}
+    other = lbook.load_profile("other", profiles_dir)  # no defaults at all: profile still passed
+    assert lbook.notebook_parameters(other, nb) == {"profile": "other"}
+
+
+def test_override_of_an_undeclared_parameter_is_an_error(profiles_dir, tmp_path):
+    prof = lbook.load_profile("small", profiles_dir)
+    nb = _notebook(tmp_path / "02_nb.ipynb", "seed = 1")
+    with pytest.raises(ValueError, match=r"overrides \['epochs'\] for 02_nb"):
+        lbook.notebook_parameters(prof, nb)
+
+
+def test_malformed_profile(tmp_path):
+    (tmp_path / "bad.yaml").write_text("description: x\ndefault: {epochs: 1}\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        lbook.load_profile("bad", tmp_path)
+
+
+def test_execute_writes_copies_and_log_and_stops_on_failure(profiles_dir, tmp_path, capsys):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(nbs / "01_nb.ipynb", "profile = 'smoke'\nepochs = 1",
+              "import os\nprint(profile, epochs, os.path.basename(os.getcwd()))")
+    _notebook(nbs / "02_nb.ipynb", "epochs = 1", "raise RuntimeError('boom')")
+    _notebook(nbs / "03_nb.ipynb", "epochs = 1")
+    out = tmp_path / "executed"
+    log = lbook.execute(lbook.load_profile("small", profiles_dir), only=["01_nb"], out_dir=out,
+                        notebooks_dir=nbs)
+    assert log["notebooks"]["01_nb"]["status"] == "ok"
+    assert json.loads((out / "run_log.json").read_text())["profile"] == "small"
+    executed = nbformat.read(out / "01_nb.ipynb", as_version=4)
+    outputs = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    assert outputs.strip() == "small 2 notebooks"  # parameters injected, cwd = notebooks dir
+    assert "01_nb" in capsys.readouterr().out
+
+    rc = lbook.main(["execute", "--notebooks-dir", str(nbs), "--out-dir", str(out),
+                     "--only", "02_nb", "03_nb"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "02_nb" in err and "RuntimeError: boom" in err and "partial notebook" in err
+    assert (out / "02_nb.ipynb").exists() and not (out / "03_nb.ipynb").exists()
+    log = json.loads((out / "run_log.json").read_text())
+    assert log["notebooks"]["02_nb"]["status"] == "failed"
