@@ -557,3 +557,78 @@ def make_mixup(mixup, cutmix, smoothing, num_classes):
     from timm.data import Mixup
     return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=1.0, switch_prob=0.5, mode="batch",
                  label_smoothing=smoothing, num_classes=num_classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# An image folder made of real images, for the task-specific chapter's offline default
+# ---------------------------------------------------------------------------------------------
+_DIGITS_EXPORT_MARKER = ".lslu-digits-export.json"
+
+
+def _digits_export_complete(folder: str) -> bool:
+    """True when ``folder`` holds a finished export: its marker, and every PNG the marker lists."""
+    import json
+    try:
+        with open(os.path.join(folder, _DIGITS_EXPORT_MARKER), encoding="utf-8") as f:
+            marker = json.load(f)
+        return all(len([n for n in os.listdir(os.path.join(folder, cls)) if n.endswith(".png")])
+                   == count for cls, count in marker["per_class"].items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def export_digits_imagefolder(folder=None) -> str:
+    """Write scikit-learn's bundled digits (1,797 real 8x8 grey images, 10 classes) as PNG files,
+    ``folder/<digit>/<index>.png``, and return the folder: an image folder for
+    ``load_dataset("imagefolder", data_dir=...)`` that needs no download.
+
+    ``folder`` defaults to ``<default_data_dir()>/digits_imagefolder`` ($LSLU_DATA_DIR or
+    ~/.cache/lslu/data). The images keep their native 8x8 pixels (grey levels 0..16 scaled to
+    0..255); the image-folder loader resizes them to ``input_size``. A complete export (marked by
+    a hidden ``.lslu-digits-export.json`` listing the images per class) is reused as it is. A new
+    export is written into a hidden temporary folder next to ``folder`` and renamed into place
+    only when complete, so an interrupted export is never taken for a finished one. An existing
+    ``folder`` that is not a complete export is left untouched and reported (ValueError).
+    """
+    import json
+    import shutil
+    import tempfile
+    from sklearn.datasets import load_digits
+
+    folder = os.path.abspath(os.path.expanduser(
+        folder if folder is not None else os.path.join(default_data_dir(), "digits_imagefolder")))
+    if _digits_export_complete(folder):
+        return folder
+    if os.path.exists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
+        raise ValueError(f"{folder} exists but is not a complete digits export (no "
+                         f"{_DIGITS_EXPORT_MARKER}, or images missing); remove it or pick another "
+                         f"folder")
+    parent = os.path.dirname(folder)
+    os.makedirs(parent, exist_ok=True)
+    digits = load_digits()
+    pixels = np.clip(np.round(digits.images * (255 / 16)), 0, 255).astype(np.uint8)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(folder)}.", suffix=".tmp")
+    try:
+        per_class = {}
+        for index, (image, label) in enumerate(zip(pixels, digits.target)):
+            cls = str(int(label))
+            os.makedirs(os.path.join(tmp, cls), exist_ok=True)
+            Image.fromarray(image).save(os.path.join(tmp, cls, f"{index:04d}.png"))
+            per_class[cls] = per_class.get(cls, 0) + 1
+        marker = {"source": "sklearn.datasets.load_digits", "images": int(len(pixels)),
+                  "image_size": [8, 8], "per_class": dict(sorted(per_class.items()))}
+        with open(os.path.join(tmp, _DIGITS_EXPORT_MARKER), "w", encoding="utf-8") as f:
+            json.dump(marker, f, indent=1)
+        if os.path.isdir(folder):  # an empty folder (checked above): replace it
+            os.rmdir(folder)
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            # another process finished the same export first: use theirs
+            if not _digits_export_complete(folder):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder

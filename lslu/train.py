@@ -266,7 +266,7 @@ def _distributed() -> tuple[int, int, int]:
 
 
 @torch.no_grad()
-def _evaluate(model, loader, device, amp_dtype, world_size) -> tuple[float, float]:
+def _evaluate(model, loader, device, amp_dtype) -> tuple[float, float]:
     model.eval()
     totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, count
     for images, labels in loader:
@@ -275,8 +275,6 @@ def _evaluate(model, loader, device, amp_dtype, world_size) -> tuple[float, floa
         totals[0] += F.cross_entropy(logits.float(), labels, reduction="sum")
         totals[1] += (logits.argmax(1) == labels).sum()
         totals[2] += labels.numel()
-    if world_size > 1:
-        torch.distributed.all_reduce(totals)
     loss, correct, count = totals.tolist()
     return loss / count, correct / count
 
@@ -334,10 +332,12 @@ def train(config: TrainConfig, results_dir=None, force: bool = False, progress: 
                        channels_last=config.channels_last)
     train_loader = data_lib.DeviceLoader(
         dataset.train_images, dataset.train_labels, per_rank_batch, train=True, seed=config.seed,
-        crop_padding=config.crop_padding, flip=config.flip, rank=rank, world_size=world_size,
+        crop_padding=config.crop_padding, flip=config.flip and dataset.hflip, rank=rank, world_size=world_size,
         rand_augment=config.rand_augment, random_erasing=config.random_erasing, **loader_args)
-    val_loader = data_lib.DeviceLoader(dataset.val_images, dataset.val_labels, max(per_rank_batch, 256),
-                                       train=False, rank=rank, world_size=world_size, **loader_args)
+    # Every process evaluates the whole validation set: exact metrics (a sharded eval pads the
+    # last shard and counts some images twice), and no collective in the eval loop.
+    val_loader = data_lib.DeviceLoader(dataset.val_images, dataset.val_labels,
+                                       max(per_rank_batch, 256), train=False, **loader_args)
     if len(train_loader) == 0:
         raise ValueError(f"batch_size {config.batch_size} is larger than the training set "
                          f"({len(dataset.train_labels)} images)")
@@ -422,11 +422,11 @@ def train(config: TrainConfig, results_dir=None, force: bool = False, progress: 
                 f"the run stops here. The last good checkpoint (end of epoch {epoch}) is kept at "
                 f"{ckpt_path}. Lower the learning rate or check the data.")
         train_time += epoch_time
-        val_loss, val_acc = _evaluate(step_model, val_loader, device, amp_dtype, world_size)
+        val_loss, val_acc = _evaluate(raw_model, val_loader, device, amp_dtype)
         val_acc_ema = None
         if ema is not None:
             ema.module.change_act(lam)  # the EMA averages buffers too; lambda is not a weight
-            val_acc_ema = _evaluate(ema.module, val_loader, device, amp_dtype, world_size)[1]
+            val_acc_ema = _evaluate(ema.module, val_loader, device, amp_dtype)[1]
         theta, omega = _activation_state(raw_model)
         record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                   "val_acc": val_acc, "val_acc_ema": val_acc_ema, "lr": lr, "lam": lam,

@@ -1,0 +1,322 @@
+"""Speed of LSLU against VanillaNet's series activation and the naive 3n+1-pass series.
+
+Everything is measured in ONE process, modules interleaved round-robin, medians reported:
+CPU timings swing with background load, so only ratios measured side by side mean anything.
+
+Ratios and targets (issue "Speed"; worst case over the shapes and memory layouts):
+  eager  forward+backward  LSLU / series        <= 1.25
+  eager  forward+backward  naive / LSLU         >= 1.30
+  compiled (torch.compile) LSLU / series        <= 1.05
+  deployed VanillaNet-5 batch-1 latency  LSLU / series <= 1.05
+and, reported without a target: per-channel LSLU, training images/s of vanillanet_5_x0_25.
+
+    python benchmarks/activation_speed.py             # full run (about 3-5 minutes on 2 CPU cores)
+    python benchmarks/activation_speed.py --quick     # a smoke run (seconds; results not written)
+
+Writes benchmarks/results/activation_speed_<device>.json (device: cpu or cuda).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+# On a small shared machine, OpenMP's default spin-waiting makes every parallel region wait for a
+# descheduled worker (we saw 180 ms for a forward+backward that takes 0.6 ms with passive
+# waiting).  Must be set before torch starts its thread pool; an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lslu.activations import LSLU, SeriesActivation, naive_series  # noqa: E402
+from lslu.models import build_model  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHAPES = [(128, 512, 8, 8), (64, 128, 32, 32)]
+TARGETS = {
+    "eager_lslu_over_series": ("<=", 1.25),
+    "eager_naive_over_lslu": (">=", 1.30),
+    "compiled_lslu_over_series": ("<=", 1.05),
+    "deployed_latency_lslu_over_series": ("<=", 1.05),
+}
+
+
+class NaiveSeriesLSLU(LSLU):
+    """LSLU evaluated as the reference code does: the series step by step (3n+1 passes)."""
+
+    def elementwise(self, x):
+        return naive_series(x, self.theta, self.omega)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device) -> dict:
+    info = {
+        "device": device.type,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+    }
+    if hasattr(os, "getloadavg"):
+        info["load_average_at_start"] = [round(v, 2) for v in os.getloadavg()]
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def moved(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every LSLU theta/omega away from their initial values (a trained-looking state)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, LSLU):
+                m.theta.copy_(torch.empty(m.theta.shape).uniform_(0.5, 1.5, generator=gen))
+                m.omega.copy_(torch.empty(m.omega.shape).uniform_(-0.3, 0.3, generator=gen))
+    return module
+
+
+def interleaved(fns: dict, reps: int, warmup: int, device: torch.device) -> dict:
+    """Median seconds per call of each fn, calls interleaved round-robin."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    sync(device)
+    times = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            sync(device)
+            t = time.perf_counter()
+            fn()
+            sync(device)
+            times[k].append(time.perf_counter() - t)
+    return {k: {"median_ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v)}
+            for k, v in times.items()}
+
+
+def fwd_bwd(module, x, g):
+    def step():
+        xx = x.detach().requires_grad_()
+        module(xx).backward(g)
+    return step
+
+
+def activation_modules(channels: int, device, dtype, per_channel=True) -> dict:
+    mods = {"series": SeriesActivation(channels), "lslu": moved(LSLU(channels)),
+            "naive": moved(NaiveSeriesLSLU(channels))}
+    if per_channel:
+        mods["lslu_per_channel"] = moved(LSLU(channels, per_channel=True))
+    return {k: m.to(device=device, dtype=dtype).train() for k, m in mods.items()}
+
+
+def bench_eager(device, dtype, reps, warmup, shapes, layouts):
+    rows = []
+    for shape in shapes:
+        for layout in layouts:
+            torch.manual_seed(0)
+            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+            mods = activation_modules(shape[1], device, dtype)
+            x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=fmt)
+            with torch.no_grad():
+                g = torch.randn_like(mods["series"](x))
+            res = interleaved({k: fwd_bwd(m, x, g) for k, m in mods.items()}, reps, warmup, device)
+            med = {k: v["median_ms"] for k, v in res.items()}
+            rows.append({"shape": list(shape), "layout": layout, "ms": res,
+                         "lslu_over_series": med["lslu"] / med["series"],
+                         "naive_over_lslu": med["naive"] / med["lslu"],
+                         "per_channel_over_series": med["lslu_per_channel"] / med["series"]})
+            print_row("eager", shape, layout, med, rows[-1])
+    return rows
+
+
+def bench_compiled(device, dtype, reps, warmup, shapes, layouts):
+    rows = []
+    for shape in shapes:
+        for layout in layouts:
+            torch.manual_seed(0)
+            torch._dynamo.reset()
+            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+            mods = activation_modules(shape[1], device, dtype, per_channel=False)
+            mods.pop("naive")
+            x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=fmt)
+            with torch.no_grad():
+                g = torch.randn_like(mods["series"](x))
+            compiled, compile_s = {}, {}
+            for k, m in mods.items():
+                compiled[k] = torch.compile(m)
+                t = time.perf_counter()
+                fwd_bwd(compiled[k], x, g)()
+                sync(device)
+                compile_s[k] = time.perf_counter() - t
+            res = interleaved({k: fwd_bwd(m, x, g) for k, m in compiled.items()}, reps, warmup,
+                              device)
+            med = {k: v["median_ms"] for k, v in res.items()}
+            rows.append({"shape": list(shape), "layout": layout, "ms": res,
+                         "first_call_s": compile_s,
+                         "lslu_over_series": med["lslu"] / med["series"]})
+            print_row("compiled", shape, layout, med, rows[-1])
+    return rows
+
+
+def print_row(kind, shape, layout, med, row):
+    cells = "  ".join(f"{k} {v:8.1f}" for k, v in med.items())
+    ratios = "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k.endswith(
+        ("_over_series", "_over_lslu")))
+    print(f"{kind:8s} {str(tuple(shape)):18s} {layout:13s} ms: {cells}   | {ratios}", flush=True)
+
+
+def deployed_model(activation: str, device, dtype, fmt):
+    model = moved(build_model("vanillanet_5", 1000, activation=activation)).eval()
+    model.switch_to_deploy()
+    return model.to(device=device, dtype=dtype, memory_format=fmt)
+
+
+def bench_deployed(device, dtype, reps, warmup, sizes):
+    fmt = torch.channels_last
+    rows = []
+    models = {a: deployed_model(a, device, dtype, fmt) for a in ("series", "lslu")}
+    for size in sizes:
+        x = torch.randn(1, 3, size, size, device=device, dtype=dtype).contiguous(
+            memory_format=fmt)
+
+        def run(m):
+            def f():
+                with torch.inference_mode():
+                    m(x)
+            return f
+        res = interleaved({a: run(m) for a, m in models.items()}, reps, warmup, device)
+        med = {k: v["median_ms"] for k, v in res.items()}
+        rows.append({"model": "vanillanet_5", "batch": 1, "size": size, "ms": res,
+                     "lslu_over_series": med["lslu"] / med["series"]})
+        print(f"deployed vanillanet_5 batch 1 {size:3d} px  ms: series {med['series']:.2f}  "
+              f"lslu {med['lslu']:.2f}  | lslu/series {rows[-1]['lslu_over_series']:.3f}",
+              flush=True)
+    return rows
+
+
+def bench_training(device, dtype, reps, warmup, batch):
+    fmt = torch.channels_last
+    torch.manual_seed(0)
+    x = torch.randn(batch, 3, 32, 32, device=device, dtype=dtype).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch,), device=device)
+    steps = {}
+    for act in ("series", "lslu"):
+        model = build_model("vanillanet_5_x0_25", 10, activation=act).to(
+            device=device, dtype=dtype, memory_format=fmt).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step(model=model, opt=opt):
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        steps[act] = step
+    res = interleaved(steps, reps, warmup, device)
+    ips = {k: batch / (v["median_ms"] / 1e3) for k, v in res.items()}
+    row = {"model": "vanillanet_5_x0_25", "batch": batch, "size": 32, "ms_per_step": res,
+           "images_per_s": ips, "lslu_over_series_images_per_s": ips["lslu"] / ips["series"]}
+    print(f"training vanillanet_5_x0_25 batch {batch} 32 px  images/s: series {ips['series']:.1f}"
+          f"  lslu {ips['lslu']:.1f}  | lslu/series {row['lslu_over_series_images_per_s']:.3f}",
+          flush=True)
+    return row
+
+
+def verdict(name, value):
+    op, target = TARGETS[name]
+    ok = value <= target if op == "<=" else value >= target
+    return {"value": value, "target": f"{op} {target}", "pass": ok}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--reps", type=int, default=11)
+    ap.add_argument("--quick", action="store_true", help="tiny shapes, few reps, nothing written")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--no-224", action="store_true", help="deployed latency at 32 px only")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = torch.float32
+    t0 = time.perf_counter()
+    info = machine_info(device)
+    print("machine:", ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
+
+    shapes, reps, warmup = SHAPES, args.reps, 2
+    layouts = ["channels_last", "contiguous"]
+    sizes = [32] if args.no_224 else [224, 32]
+    if args.quick:
+        shapes, reps, warmup, sizes = [(4, 16, 8, 8)], 3, 1, [32]
+
+    eager = bench_eager(device, dtype, reps, warmup, shapes, layouts)
+    compiled = []
+    if not args.no_compile:
+        compiled = bench_compiled(device, dtype, max(reps - 2, 3), warmup, shapes,
+                                  ["channels_last"])
+    deployed = bench_deployed(device, dtype, reps + 4, warmup, sizes)
+    training = bench_training(device, dtype, reps, warmup, 8 if args.quick else 128)
+
+    summary = {
+        "eager_lslu_over_series": verdict("eager_lslu_over_series",
+                                          max(r["lslu_over_series"] for r in eager)),
+        "eager_naive_over_lslu": verdict("eager_naive_over_lslu",
+                                         min(r["naive_over_lslu"] for r in eager)),
+        "deployed_latency_lslu_over_series": verdict(
+            "deployed_latency_lslu_over_series", max(r["lslu_over_series"] for r in deployed)),
+        "eager_per_channel_over_series_worst": max(r["per_channel_over_series"] for r in eager),
+        "training_lslu_over_series_images_per_s": training["lslu_over_series_images_per_s"],
+    }
+    if compiled:
+        summary["compiled_lslu_over_series"] = verdict(
+            "compiled_lslu_over_series", max(r["lslu_over_series"] for r in compiled))
+
+    print("\nsummary (worst case over shapes and layouts; medians of interleaved runs)")
+    for k, v in summary.items():
+        if isinstance(v, dict):
+            print(f"  {k:40s} {v['value']:.3f}  target {v['target']:7s} "
+                  f"{'PASS' if v['pass'] else 'FAIL'}")
+        else:
+            print(f"  {k:40s} {v:.3f}  (no target)")
+    total = time.perf_counter() - t0
+    print(f"total {total:.0f} s")
+    result = {"machine": info, "settings": {"reps": reps, "warmup": warmup, "dtype": str(dtype),
+                                            "compiled_layouts": ["channels_last"]},
+              "eager": eager, "compiled": compiled, "deployed": deployed, "training": training,
+              "summary": summary, "total_s": total}
+    if hasattr(os, "getloadavg"):
+        info["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    if not args.quick:
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"activation_speed_{device.type}.json"
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,351 @@
+"""LSLU on a CUDA GPU: correctness against a float64 CPU reference, speed ratios, training speed.
+
+    python benchmarks/gpu_check.py                 # on a CUDA machine; about 2-4 minutes
+    python benchmarks/gpu_check.py --no-compile    # skip torch.compile (faster)
+    python benchmarks/gpu_check.py --smoke-cpu --out /tmp/gpu_check_smoke.json
+                                                   # every part on the CPU, tiny sizes
+
+1. correctness: forward and backward of LSLU (per layer and per channel, fp32 and bf16) on the
+   GPU against the same module in float64 on the CPU: max error relative to the reference's
+   largest value, for the output and for the gradients of x, theta, omega and the conv weight;
+   and the deployed module against the eval-mode train graph.
+2. speed, bf16, channels_last, eager and torch.compile, shapes (128,512,8,8) and
+   (64,128,32,32): forward+backward medians of LSLU, VanillaNet's series activation and the
+   naive 3n+1-pass series, interleaved in one process; the ratios of the CPU benchmark.
+3. training throughput of VanillaNet-5 (LSLU, and series for comparison) at 32 px on random
+   CIFAR-sized uint8 data kept on the GPU: a minimal self-contained loop (SGD with momentum,
+   bf16 autocast, channels_last, optional torch.compile); images/s and seconds per
+   50,000-image epoch.
+
+Writes benchmarks/results/gpu_check.json.  Without CUDA it says so, runs the CPU-side parts
+(correctness of the CPU paths against float64, a two-step smoke run of the training loop) and
+writes nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lslu.activations import LSLU, SeriesActivation, naive_series  # noqa: E402
+from lslu.models import build_model  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHAPES = [(128, 512, 8, 8), (64, 128, 32, 32)]
+TARGETS = {"eager_lslu_over_series": ("<=", 1.25), "eager_naive_over_lslu": (">=", 1.30),
+           "compiled_lslu_over_series": ("<=", 1.05)}
+
+
+class NaiveSeriesLSLU(LSLU):
+    """LSLU evaluated as the reference code does: the series step by step (3n+1 passes)."""
+
+    def elementwise(self, x):
+        return naive_series(x, self.theta, self.omega)
+
+
+def moved(module: nn.Module, seed: int = 0) -> nn.Module:
+    """theta/omega away from init, with a negative theta (a falling piece, finite q)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, LSLU):
+                m.theta.copy_(torch.empty(m.theta.shape).uniform_(0.5, 1.5, generator=gen))
+                m.omega.copy_(torch.empty(m.omega.shape).uniform_(-0.3, 0.3, generator=gen))
+    return module
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ------------------------------------------------------------------------------------------
+# 1. correctness
+# ------------------------------------------------------------------------------------------
+def correctness(device, dtypes) -> list:
+    rows = []
+    for per_channel in (False, True):
+        for dtype in dtypes:
+            torch.manual_seed(0)
+            ref = LSLU(16, 3, per_channel=per_channel).double()
+            # rising, then falling (a finite upper end), then rising: three live pieces
+            theta = torch.tensor([1.2, -0.8, 1.1], dtype=torch.float64)
+            omega = torch.tensor([-0.1, 1.0, 0.1], dtype=torch.float64)
+            with torch.no_grad():
+                if per_channel:
+                    theta = theta[:, None] * (1 + 0.2 * torch.rand(3, 16, dtype=torch.float64))
+                    omega = omega[:, None] + 0.1 * torch.randn(3, 16, dtype=torch.float64)
+                ref.theta.copy_(theta)
+                ref.omega.copy_(omega)
+                ref.weight.normal_(0, 0.1)
+            x64 = torch.randn(4, 16, 12, 12, dtype=torch.float64) * 2
+            g64 = torch.randn(4, 16, 12, 12, dtype=torch.float64)
+            mod = copy.deepcopy(ref).to(device=device, dtype=torch.float32)
+
+            def run(m, x, g, autocast_dtype=None):
+                x = x.detach().requires_grad_()
+                m.zero_grad(set_to_none=True)
+                if autocast_dtype is not None:
+                    with torch.autocast(device.type, dtype=autocast_dtype):
+                        y = m(x)
+                else:
+                    y = m(x)
+                y.backward(g.to(y.dtype))
+                return {"y": y.detach(), "x": x.grad, "theta": m.theta.grad,
+                        "omega": m.omega.grad, "weight": m.weight.grad}
+
+            expect = run(ref, x64, g64)
+            xd = x64.to(device=device, dtype=torch.float32).contiguous(
+                memory_format=torch.channels_last)
+            gd = g64.to(device=device, dtype=torch.float32)
+            got = run(mod, xd, gd, autocast_dtype=None if dtype == torch.float32 else dtype)
+            errors = {k: float((got[k].double().cpu() - expect[k]).abs().max()
+                               / expect[k].abs().max().clamp_min(1e-30)) for k in expect}
+            tol = 1e-4 if dtype == torch.float32 else 6e-2
+            # deploy on the device against the eval train graph
+            mod.eval()
+            with torch.no_grad():
+                before = mod(xd)
+                dep = copy.deepcopy(mod)
+                dep.switch_to_deploy()
+                after = dep(xd)
+            deploy_err = float((after - before).abs().max() / before.abs().max())
+            row = {"per_channel": per_channel, "dtype": str(dtype).replace("torch.", ""),
+                   "max_rel_error": errors, "deploy_rel_error": deploy_err, "tolerance": tol,
+                   "pass": max(errors.values()) < tol and deploy_err < 1e-4}
+            rows.append(row)
+            print(f"correctness {'per_channel' if per_channel else 'per_layer':11s} "
+                  f"{row['dtype']:8s} " + " ".join(f"{k} {v:.1e}" for k, v in errors.items())
+                  + f" deploy {deploy_err:.1e} {'PASS' if row['pass'] else 'FAIL'}", flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# 2. speed ratios
+# ------------------------------------------------------------------------------------------
+def interleaved(fns: dict, reps: int, warmup: int, device) -> dict:
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    sync(device)
+    times = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            sync(device)
+            t = time.perf_counter()
+            fn()
+            sync(device)
+            times[k].append(time.perf_counter() - t)
+    return {k: {"median_ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v)}
+            for k, v in times.items()}
+
+
+def fwd_bwd(module, x, g):
+    def step():
+        xx = x.detach().requires_grad_()
+        module(xx).backward(g)
+    return step
+
+
+def speed(device, dtype, shapes, reps, compile_too) -> dict:
+    out = {"eager": [], "compiled": []}
+    for shape in shapes:
+        torch.manual_seed(0)
+        c = shape[1]
+        mods = {"series": SeriesActivation(c), "lslu": moved(LSLU(c)),
+                "naive": moved(NaiveSeriesLSLU(c)),
+                "lslu_per_channel": moved(LSLU(c, per_channel=True))}
+        mods = {k: m.to(device=device, dtype=dtype).train() for k, m in mods.items()}
+        x = torch.randn(shape, device=device, dtype=dtype).contiguous(
+            memory_format=torch.channels_last)
+        with torch.no_grad():
+            g = torch.randn_like(mods["series"](x))
+        res = interleaved({k: fwd_bwd(m, x, g) for k, m in mods.items()}, reps, 3, device)
+        med = {k: v["median_ms"] for k, v in res.items()}
+        row = {"shape": list(shape), "ms": res, "lslu_over_series": med["lslu"] / med["series"],
+               "naive_over_lslu": med["naive"] / med["lslu"],
+               "per_channel_over_series": med["lslu_per_channel"] / med["series"]}
+        out["eager"].append(row)
+        print(f"eager    {str(shape):18s} " + "  ".join(f"{k} {v:.3f} ms" for k, v in med.items())
+              + f" | lslu/series {row['lslu_over_series']:.3f} naive/lslu "
+                f"{row['naive_over_lslu']:.3f}", flush=True)
+        if compile_too:
+            torch._dynamo.reset()
+            comp = {k: torch.compile(mods[k]) for k in ("series", "lslu")}
+            first = {}
+            for k, m in comp.items():
+                t = time.perf_counter()
+                fwd_bwd(m, x, g)()
+                sync(device)
+                first[k] = time.perf_counter() - t
+            res = interleaved({k: fwd_bwd(m, x, g) for k, m in comp.items()}, reps, 3, device)
+            med = {k: v["median_ms"] for k, v in res.items()}
+            row = {"shape": list(shape), "ms": res, "first_call_s": first,
+                   "lslu_over_series": med["lslu"] / med["series"]}
+            out["compiled"].append(row)
+            print(f"compiled {str(shape):18s} " + "  ".join(f"{k} {v:.3f} ms" for k, v in
+                                                             med.items())
+                  + f" | lslu/series {row['lslu_over_series']:.3f}", flush=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# 3. training throughput (a minimal loop, independent of the project's trainer)
+# ------------------------------------------------------------------------------------------
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+
+
+def train_throughput(device, model_name, activation, batch, steps, warmup, use_compile,
+                     amp_dtype, pool=4096) -> dict:
+    torch.manual_seed(0)
+    data = torch.randint(0, 256, (pool, 3, 32, 32), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 10, (pool,), device=device)
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1) * 255
+    model = build_model(model_name, 10, activation=activation).to(device).to(
+        memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-5)
+    fwd = torch.compile(model) if use_compile else model
+
+    def step(i):
+        idx = torch.randint(0, pool, (batch,), device=device)
+        x = ((data[idx].float() - mean) / std).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = F.cross_entropy(fwd(x), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    t = time.perf_counter()
+    for i in range(warmup):
+        step(i)
+    sync(device)
+    warm_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for i in range(steps):
+        loss = step(i)
+    sync(device)
+    elapsed = time.perf_counter() - t
+    ips = batch * steps / elapsed
+    row = {"model": model_name, "activation": activation, "batch": batch, "steps": steps,
+           "compile": use_compile, "amp": str(amp_dtype), "images_per_s": ips,
+           "seconds_per_50k_epoch": 50000 / ips, "warmup_s": warm_s,
+           "final_loss": loss.item()}
+    print(f"training {model_name} {activation:8s} compile={use_compile!s:5s} batch {batch}: "
+          f"{ips:9.0f} images/s, {50000 / ips:6.1f} s per 50k epoch (warm-up {warm_s:.1f} s)",
+          flush=True)
+    return row
+
+
+def verdict(name, value):
+    op, target = TARGETS[name]
+    return {"value": value, "target": f"{op} {target}",
+            "pass": value <= target if op == "<=" else value >= target}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-compile", action="store_true", help="skip every torch.compile run")
+    ap.add_argument("--reps", type=int, default=25)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--budget-s", type=float, default=270.0,
+                    help="skip the remaining (compiled) runs once this much time has passed")
+    ap.add_argument("--out", type=Path, default=RESULTS / "gpu_check.json")
+    ap.add_argument("--smoke-cpu", action="store_true",
+                    help="run every part on the CPU with tiny sizes (checks the script itself)")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    shapes, model_name = SHAPES, "vanillanet_5"
+
+    if args.smoke_cpu:
+        torch.set_num_threads(1)
+        device = torch.device("cpu")
+        shapes, model_name = [(4, 16, 8, 8)], "vanillanet_5_x0_25"
+        args.reps, args.batch, args.steps = 2, 8, 2
+    elif not torch.cuda.is_available():
+        print("No CUDA device: benchmarks/gpu_check.py is meant for a GPU machine.\n"
+              "Running its CPU-side parts only (correctness of the CPU paths against float64, "
+              "a two-step smoke run of the training loop); nothing is written.", flush=True)
+        cpu = torch.device("cpu")
+        torch.set_num_threads(1)  # small tensors; avoids OpenMP spin-waits on busy machines
+        rows = correctness(cpu, [torch.float32, torch.bfloat16])
+        train_throughput(cpu, "vanillanet_5_x0_25", "lslu", batch=8, steps=2, warmup=1,
+                         use_compile=False, amp_dtype=torch.bfloat16, pool=64)
+        ok = all(r["pass"] for r in rows)
+        print(f"CPU-side parts {'passed' if ok else 'FAILED'}; no GPU results.")
+        return 0 if ok else 1
+
+    else:
+        device = torch.device("cuda")
+        torch.backends.cudnn.benchmark = True
+    info = {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "none (smoke)",
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+            "python": platform.python_version(), "compile": not args.no_compile}
+    print("machine:", ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
+
+    result = {"machine": info}
+    result["correctness"] = correctness(device, [torch.float32, torch.bfloat16])
+    result["speed_bf16_channels_last"] = speed(device, torch.bfloat16, shapes, args.reps,
+                                               compile_too=not args.no_compile)
+    warmup = 1 if args.smoke_cpu else 5
+    training = [train_throughput(device, model_name, act, args.batch, args.steps, warmup, False,
+                                 torch.bfloat16) for act in ("lslu", "series")]
+    if not args.no_compile:
+        for act in ("lslu", "series"):
+            if time.perf_counter() - t0 > args.budget_s:
+                print(f"time budget ({args.budget_s:.0f} s) reached: compiled training of "
+                      f"{act} skipped", flush=True)
+                continue
+            training.append(train_throughput(device, model_name, act, args.batch,
+                                             args.steps, warmup, True, torch.bfloat16))
+    result["training_32px"] = training
+
+    speed_rows = result["speed_bf16_channels_last"]
+    summary = {
+        "correctness_pass": all(r["pass"] for r in result["correctness"]),
+        "eager_lslu_over_series": verdict("eager_lslu_over_series",
+                                          max(r["lslu_over_series"] for r in speed_rows["eager"])),
+        "eager_naive_over_lslu": verdict("eager_naive_over_lslu",
+                                         min(r["naive_over_lslu"] for r in speed_rows["eager"])),
+    }
+    if speed_rows["compiled"]:
+        summary["compiled_lslu_over_series"] = verdict(
+            "compiled_lslu_over_series",
+            max(r["lslu_over_series"] for r in speed_rows["compiled"]))
+    by = {(r["activation"], r["compile"]): r for r in training}
+    for compiled in (False, True):
+        if ("lslu", compiled) in by and ("series", compiled) in by:
+            summary[f"training_lslu_over_series_images_per_s{'_compiled' if compiled else ''}"] \
+                = by[("lslu", compiled)]["images_per_s"] / by[("series", compiled)]["images_per_s"]
+    result["summary"] = summary
+    result["total_s"] = time.perf_counter() - t0
+    print("\nsummary")
+    for k, v in summary.items():
+        if isinstance(v, dict):
+            print(f"  {k:45s} {v['value']:.3f} target {v['target']} "
+                  f"{'PASS' if v['pass'] else 'FAIL'}")
+        else:
+            print(f"  {k:45s} {v}")
+    print(f"total {result['total_s']:.0f} s")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Functions behind chapters 02_cifar10 (E1), 03_cifar100 (E2) and 08_convergence (E7)."""
+import math
+
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from lslu import analysis, experiments, plots
+from lslu.results import RunResult
+from lslu.train import TrainConfig
+
+
+def fake_result(model="vanillanet_5_x0_25", activation=None, seed=0,
+                val_acc=(0.5, 0.85, 0.92, 0.95), epoch_time=(1.0, 2.0, 3.0, 4.0),
+                params=100, params_deploy=80, flops=2_000_000) -> RunResult:
+    """A RunResult built by hand (no training)."""
+    config = TrainConfig(model=model, activation=activation, seed=seed,
+                         epochs=len(val_acc)).to_dict()
+    history = [{"epoch": i + 1, "train_loss": 2.0 / (i + 1), "val_loss": 1.5 / (i + 1),
+                "val_acc": a, "val_acc_ema": None, "lr": 1e-3, "lam": 1.0, "epoch_time": t,
+                "theta": {}, "omega": {}} for i, (a, t) in enumerate(zip(val_acc, epoch_time))]
+    final = {"val_acc": val_acc[-1], "val_loss": history[-1]["val_loss"],
+             "best_val_acc": max(val_acc), "val_acc_ema": None, "epochs_run": len(val_acc),
+             "train_time_s": sum(epoch_time)}
+    return RunResult(run_id=f"{model}-{activation}-{seed}", config=config, history=history,
+                     final=final, params=params, params_deploy=params_deploy, flops=flops)
+
+
+# ------------------------------------------------------------------------ time_to_accuracy
+def test_time_to_accuracy_first_epoch_reaching_target_and_cumulative_seconds():
+    r = fake_result()
+    assert analysis.time_to_accuracy(r, 0.9) == (3, 6.0)
+    assert analysis.time_to_accuracy(r, 0.92) == (3, 6.0)  # reaching it exactly counts
+    assert analysis.time_to_accuracy(r, 0.5) == (1, 1.0)
+    assert analysis.time_to_accuracy(r, 0.95) == (4, 10.0)
+
+
+def test_time_to_accuracy_not_reached_and_bad_target():
+    r = fake_result()
+    assert analysis.time_to_accuracy(r, 0.99) == (None, None)
+    for bad in (0, -0.1, 90, 1.5, "0.9", True):
+        with pytest.raises(ValueError, match="fraction"):
+            analysis.time_to_accuracy(r, bad)
+    assert analysis.check_target_accuracy(1) == 1.0
+
+
+def test_convergence_table_and_verdict():
+    results = [
+        fake_result("vanillanet_5_x0_25", None, val_acc=(0.5, 0.8, 0.91)),
+        fake_result("vanillanet_5_x0_25", "lslu", val_acc=(0.6, 0.95, 0.96)),
+        fake_result("resnet18", None, val_acc=(0.5, 0.95, 0.96)),
+        fake_result("resnet18", "lslu", val_acc=(0.5, 0.6, 0.7)),
+    ]
+    table = analysis.convergence_table(results, 0.9)
+    assert table["epochs_to_target"].tolist()[:3] == [3, 2, 2]
+    assert math.isnan(table["epochs_to_target"].iloc[3])
+    shown = analysis.convergence_display(table)
+    assert shown["epochs to target"].tolist() == ["3", "2", "2", "not reached"]
+    assert "seconds to target" not in shown
+    assert analysis.convergence_display(table, seconds=True)["seconds to target"].tolist() == [
+        "6.0", "3.0", "3.0", "not reached"]
+    rows = analysis.convergence_headline_rows(table, 0.9)
+    assert rows[0] == {"experiment": "E7", "quantity": "epochs to 90% top-1, "
+                       "vanillanet_5_x0_25 + series", "ours": 3.0, "paper": "not public",
+                       "unit": "epochs"}
+    assert rows[-1]["ours"] == "not reached"
+    assert table["act_fn"].tolist() == ["series", "lslu", "relu", "lslu"]
+    verdict = analysis.convergence_verdict(table).set_index("model")
+    assert verdict.loc["vanillanet_5_x0_25", "LSLU in fewer epochs"] == "yes"
+    assert verdict.loc["vanillanet_5_x0_25", "LSLU in fewer seconds"] == "yes"  # 3 s < 6 s
+    assert verdict.loc["resnet18", "LSLU in fewer epochs"] == "no"
+    assert math.isinf(verdict.loc["resnet18", "LSLU epochs"])
+    assert verdict.loc["resnet18", "seeds reached (baseline/LSLU)"] == "1/1 vs 0/1"
+    assert analysis.convergence_display(verdict.reset_index())["LSLU epochs"].tolist() == [
+        "2", "not reached"]
+    neither = analysis.convergence_verdict(analysis.convergence_table(results, 0.99))
+    assert set(neither["LSLU in fewer epochs"]) == {"neither reaches the target"}
+    same = analysis.convergence_verdict(analysis.convergence_table(results[:1] * 2, 0.9)
+                                        .assign(activation=["baseline", "lslu"]))
+    assert same["LSLU in fewer epochs"].iloc[0] == "no (same)"
+
+
+# --------------------------------------------------------------------------- experiments
+SMALL = dict(dataset="digits", limit=64, epochs=1, batch_size=32, warmup_epochs=0,
+             device="cpu")
+
+
+def test_configs_are_validated_before_training():
+    base = experiments.base_config(**SMALL)
+    configs = experiments.with_and_without_lslu_configs(base, ["vanillanet_5_x0_25"], [0, 1])
+    assert [(c.activation, c.seed) for c in configs] == [(None, 0), (None, 1), ("lslu", 0),
+                                                          ("lslu", 1)]
+    with pytest.raises(ValueError, match="non-empty list"):
+        experiments.with_and_without_lslu_configs(base, "resnet18", [0])
+    with pytest.raises(ValueError, match="non-empty list"):
+        experiments.with_and_without_lslu_configs(base, ["resnet18"], [])
+    with pytest.raises(ValueError, match="unknown model"):
+        experiments.with_and_without_lslu_configs(base, ["resnet19"], [0])
+
+
+def test_with_and_without_lslu_tiny_runs(tmp_path):
+    base = experiments.base_config(**SMALL)
+    out = experiments.with_and_without_lslu(base, ["vanillanet_5_x0_25"], [0],
+                                            results_dir=tmp_path, progress=False)
+    assert len(out.results) == 2 and out.seeds == [0] and out.datasets == ["digits"]
+    assert out.frame["label"].tolist() == ["vanillanet_5_x0_25 + series",
+                                           "vanillanet_5_x0_25 + lslu"]
+    assert out.table["seeds"].tolist() == [1, 1]
+    assert (out.table["params"] > out.table["params_deploy"]).all()
+    assert (out.table["mflops"] > 0).all()
+    assert out.gains["model"].tolist() == ["vanillanet_5_x0_25"]
+    assert math.isnan(out.gains["p_value"].iloc[0])  # one seed: no test
+    assert out.gain("vanillanet_5_x0_25") == pytest.approx(
+        out.frame["top1"].iloc[1] - out.frame["top1"].iloc[0])
+    assert len(out.history) == 2 and len(out.curves) == 2
+    shown = out.display_gains()
+    assert shown["Welch p"].tolist() == ["n/a"]
+    assert out.display_table()["top-1 (%)"].str.match(r"^\d+\.\d$").all()
+    again = experiments.with_and_without_lslu(base, ["vanillanet_5_x0_25"], [0],
+                                              results_dir=tmp_path, progress=False)
+    assert all(r.cached for r in again.results)  # the shared runs come from the store
+
+
+def comparison_from(results) -> "experiments.LsluComparison":
+    frame = experiments.results_frame(results)
+    frame.insert(2, "label", [experiments.run_label(r.config) for r in results])
+    history = experiments.history_frame(results)
+    return experiments.LsluComparison(results, frame, pd.DataFrame(),
+                                      experiments.compare(frame, ["model"], "activation",
+                                                          "baseline"),
+                                      history, experiments.mean_curves(history))
+
+
+def test_gains_over_two_seeds_have_p_value_and_interval():
+    results = [fake_result(activation=a, seed=s, val_acc=(v,))
+               for a, vs in ((None, (0.80, 0.82)), ("lslu", (0.90, 0.93))) for s, v in
+               enumerate(vs)]
+    cmp = comparison_from(results)
+    shown = cmp.display_gains()
+    assert shown["LSLU gain (pp)"].iloc[0] == pytest.approx(10.5)
+    assert shown["Welch p"].iloc[0] != "n/a"
+    assert shown["bootstrap 95% interval (pp)"].iloc[0].startswith("[")
+    assert cmp.curves["seeds"].tolist() == [2, 2]
+    assert "need" in experiments.significance_note([0]) and "1 seed" in \
+        experiments.significance_note([0])
+    assert "Welch" in experiments.significance_note([0, 1])
+    cmp.table = experiments.summarize(cmp.frame, ["model", "activation", "act_fn", "label"]).assign(
+        params=100, params_deploy=80, mflops=2.0)
+    (line,) = cmp.summary_lines()
+    assert line.startswith("vanillanet_5_x0_25: series 81.0% -> LSLU 91.5% top-1, gain +10.5 pp "
+                           "(Welch p = ")
+    table = cmp.paper_vs_ours({"vanillanet_5_x0_25": "+3.17"})
+    assert table.loc[("vanillanet_5_x0_25", "LSLU gain (pp)"), "paper"] == "+3.17"
+    assert table.loc[("vanillanet_5_x0_25", "LSLU gain (pp)"), "ours"] == "+10.5"
+    assert (table["paper"] == "not public").sum() == len(table) - 1
+    rows = cmp.headline_rows("E2", {"vanillanet_5_x0_25": "+3.17"})
+    assert [r["unit"] for r in rows] == ["%", "%", "pp"]
+    assert rows[-1] == {"experiment": "E2", "quantity": "LSLU gain, vanillanet_5_x0_25 on digits",
+                        "ours": 10.5, "paper": "+3.17", "unit": "pp"}
+
+
+def test_history_frame_running_seconds():
+    h = experiments.history_frame([fake_result()])
+    assert h["train_seconds"].tolist() == [1.0, 3.0, 6.0, 10.0]
+    assert h["val_acc"].tolist() == pytest.approx([50, 85, 92, 95])
+
+
+def test_paper_gain_comparability_and_dataset_note():
+    ok, diffs = experiments.paper_gain_comparability(
+        TrainConfig.reference_recipe().to_dict(), "vanillanet_5")
+    assert ok and diffs == []
+    ok, diffs = experiments.paper_gain_comparability(experiments.base_config(**SMALL),
+                                                     "vanillanet_5_x0_25")
+    assert not ok
+    assert diffs[0] == "dataset: 'digits' vs 'cifar100'"
+    assert any(d.startswith("input_size: 32 vs 224") for d in diffs)
+    assert "stands in" in experiments.dataset_note("digits", "cifar10", "E1")
+    assert "stands in" not in experiments.dataset_note("cifar10", "cifar10", "E1")
+    assert "cifar10, cifar100 or imagefolder; this page runs on cifar100." in \
+        experiments.dataset_note("cifar100", ["cifar10", "cifar100", "imagefolder"], "E7")
+
+
+# --------------------------------------------------------------------------------- plots
+def test_plots_with_and_without():
+    results = [fake_result(m, a, val_acc=(0.5, 0.9)) for m in ("vanillanet_5_x0_25", "resnet18")
+               for a in (None, "lslu")]
+    cmp = comparison_from(results)
+    fig = plots.plot_with_and_without(cmp.curves, "val_acc", target=90)
+    assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 5  # 4 runs + target
+    fig = plots.plot_convergence(cmp.curves, target=90)
+    assert len(fig.axes) == 3 and fig.axes[1].get_legend() is None
+    fig = plots.plot_top1_bars(cmp.frame)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 4
+    assert {t.get_text() for t in ax.texts} == {"90.0"}

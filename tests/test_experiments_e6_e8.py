@@ -1,0 +1,261 @@
+"""E6 (task-specific image folder) and E8 (class selectivity): the digits image-folder export, the
+confusion matrix, the activation-based selectivity index and the reference code's weight measure.
+CPU, offline, fast."""
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from matplotlib.figure import Figure
+from PIL import Image
+
+from lslu import analysis, data, plots
+from lslu.models import build_model
+
+
+# ---------------------------------------------------------------------------------------------
+# the digits image folder
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits_folder(tmp_path_factory):
+    return data.export_digits_imagefolder(str(tmp_path_factory.mktemp("export") / "digits"))
+
+
+def _pngs(folder):
+    return {cls: sorted(n for n in os.listdir(os.path.join(folder, cls)) if n.endswith(".png"))
+            for cls in sorted(os.listdir(folder)) if os.path.isdir(os.path.join(folder, cls))}
+
+
+def test_digits_export_writes_every_digit_as_a_png(digits_folder):
+    from sklearn.datasets import load_digits
+    files = _pngs(digits_folder)
+    assert sorted(files) == [str(d) for d in range(10)]
+    assert sum(len(v) for v in files.values()) == 1797
+    digits = load_digits()
+    assert {k: len(v) for k, v in files.items()} == \
+        {str(d): int((digits.target == d).sum()) for d in range(10)}
+    with Image.open(os.path.join(digits_folder, str(digits.target[5]), "0005.png")) as im:
+        assert im.size == (8, 8)
+        pixels = np.asarray(im)
+    np.testing.assert_array_equal(pixels, np.round(digits.images[5] * 255 / 16).astype(np.uint8))
+
+
+def test_digits_export_is_reused(digits_folder, monkeypatch):
+    before = {p: os.stat(os.path.join(digits_folder, c, p)).st_mtime_ns
+              for c, names in _pngs(digits_folder).items() for p in names[:3]}
+
+    def fail():
+        raise AssertionError("a complete export must be reused, not written again")
+    monkeypatch.setattr("sklearn.datasets.load_digits", fail)
+    assert data.export_digits_imagefolder(digits_folder) == digits_folder
+    after = {p: os.stat(os.path.join(digits_folder, c, p)).st_mtime_ns
+             for c, names in _pngs(digits_folder).items() for p in names[:3]}
+    assert before == after
+
+
+def test_digits_export_trains_through_the_imagefolder_loader(digits_folder):
+    ds = data.load_dataset("imagefolder", data_dir=digits_folder, input_size=16)
+    assert ds.num_classes == 10 and ds.classes == [str(d) for d in range(10)]
+    assert len(ds.train_labels) + len(ds.val_labels) == 1797
+    assert ds.train_images.shape[1:] == (3, 16, 16)
+    counts = analysis.imagefolder_counts(digits_folder)
+    assert counts["total"].sum() == 1797
+    assert counts["val"].sum() == len(ds.val_labels)
+
+
+def test_interrupted_or_foreign_folder_is_not_taken_for_an_export(tmp_path, monkeypatch):
+    target = tmp_path / "digits"
+    saved = []
+    real_save = Image.Image.save
+
+    def save_then_die(self, *args, **kwargs):
+        if len(saved) == 50:
+            raise KeyboardInterrupt
+        saved.append(1)
+        return real_save(self, *args, **kwargs)
+    monkeypatch.setattr(Image.Image, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        data.export_digits_imagefolder(str(target))
+    monkeypatch.undo()
+    assert not target.exists() and os.listdir(tmp_path) == []  # no half export, no leftovers
+
+    (target / "3").mkdir(parents=True)  # a folder with some images but no completion marker
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(target / "3" / "0001.png")
+    with pytest.raises(ValueError, match="not a complete digits export"):
+        data.export_digits_imagefolder(str(target))
+
+
+def test_default_location_is_under_the_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("LSLU_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(data, "_digits_export_complete", lambda folder: True)  # no writing
+    assert data.export_digits_imagefolder() == str(tmp_path / "digits_imagefolder")
+
+
+# ---------------------------------------------------------------------------------------------
+# confusion matrix
+# ---------------------------------------------------------------------------------------------
+def test_confusion_matrix_of_a_known_prediction():
+    y_true = [0, 0, 1, 2, 2, 2]
+    y_pred = [0, 1, 1, 2, 0, 2]
+    m = analysis.confusion_matrix(y_true, y_pred, 3)
+    np.testing.assert_array_equal(m, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+    table = analysis.per_class_accuracy(m, ["a", "b", "c"])
+    assert table["accuracy (%)"].tolist() == [50.0, 100.0, 66.7]
+    with pytest.raises(ValueError, match="outside"):
+        analysis.confusion_matrix([0, 3], [0, 1], 3)
+
+
+def test_predict_and_confusion_matrix_on_a_model():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 3, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(3))
+    x = torch.eye(3)[[0, 1, 2, 2]].view(4, 3, 1, 1)  # one-hot images: class = argmax
+    loader = [(x[:3], torch.tensor([0, 1, 2])), (x[3:], torch.tensor([1]))]
+    y_true, y_pred = analysis.predict(model, loader)
+    assert y_true.tolist() == [0, 1, 2, 1] and y_pred.tolist() == [0, 1, 2, 2]
+    np.testing.assert_array_equal(analysis.confusion_matrix(y_true, y_pred, 3),
+                                  [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
+
+
+# ---------------------------------------------------------------------------------------------
+# class selectivity (Morcos et al. 2018)
+# ---------------------------------------------------------------------------------------------
+def test_selectivity_index_known_values():
+    # rows: classes, columns: units
+    means = np.array([[4.0, 2.0, 1.0],
+                      [1.0, -1.0, 1.0],
+                      [1.0, 0.0, 1.0]])
+    raw = analysis.selectivity_index(means, "exclude")
+    assert raw[0] == pytest.approx((4 - 1) / (4 + 1))
+    assert np.isnan(raw[1])          # a negative class mean: excluded
+    assert raw[2] == 0.0             # all classes equal
+    shifted = analysis.selectivity_index(means, "shift")
+    assert shifted[0] == pytest.approx(1.0)      # (3, 0, 0): one class only
+    assert shifted[1] == pytest.approx(2.5 / 3.5)  # (3, 0, 1)
+    assert shifted[2] == 0.0
+    # shift form: unchanged by a constant added to a unit, and always in [0, 1]
+    np.testing.assert_allclose(analysis.selectivity_index(means + 7.5, "shift"), shifted)
+    rand = np.random.default_rng(0).normal(size=(10, 500))
+    si = analysis.selectivity_index(rand)
+    assert (si >= 0).all() and (si <= 1).all()
+    with pytest.raises(ValueError):
+        analysis.selectivity_index(means, "clip")
+
+
+def test_class_conditional_means_from_hooks():
+    # 1x1 identity conv then ReLU: the hooked ReLU output per class is known exactly
+    model = nn.Sequential(nn.Conv2d(2, 2, 1), nn.ReLU())
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+        model[0].bias.zero_()
+    values = {0: (3.0, -1.0), 1: (1.0, 2.0), 2: (1.0, 0.0)}  # channel values per class
+    labels = torch.tensor([0, 1, 2, 2, 1, 0, 0])
+    x = torch.stack([torch.tensor(values[int(y)]).view(2, 1, 1).expand(2, 3, 3) for y in labels])
+    x[0, 0, 0, 0] = 12.0  # one pixel of one class-0 image: its spatial mean is 3 + 9/9 = 4
+    loader = [(x[:4], labels[:4]), (x[4:], labels[4:])]
+    out = analysis.class_selectivity(model, loader, 3)
+    assert list(out) == ["1"]
+    means = out["1"]["class_means"]
+    np.testing.assert_allclose(means, [[(4 + 3 + 3) / 3, 0.0], [1.0, 2.0], [1.0, 0.0]])
+    np.testing.assert_allclose(out["1"]["si"], [(10 / 3 - 1) / (10 / 3 + 1), 1.0])
+    assert out["1"]["si_shuffled"].shape == (2,)  # the chance-level control (labels permuted)
+    assert not out["1"]["output_negative"].any()  # ReLU: output = elementwise, non-negative
+    table = analysis.selectivity_table({"toy": [out]})
+    assert table.loc[0, "units"] == 2 and table.loc[0, "depth"] == 1
+    assert table.loc[0, "undefined (dead) units"] == 0
+    assert "mean SI, shuffled labels" in table
+    with pytest.raises(ValueError, match="no images"):
+        analysis.class_conditional_means(model, loader, 4)
+
+
+def test_series_activation_is_read_before_and_after_its_bn():
+    from lslu.activations import LSLU
+    torch.manual_seed(0)
+    act = LSLU(2, act_num=1).eval()
+    with torch.no_grad():
+        act.theta.fill_(2.0)
+        act.omega.fill_(-0.5)  # g(x) = relu(2 relu(x) - 0.5)
+        act.bn.running_mean.copy_(torch.tensor([5.0, -5.0]))  # outputs clearly non-zero
+    model = nn.Sequential(nn.Identity(), act)
+    x = torch.randn(6, 2, 4, 4)
+    labels = torch.tensor([0, 1, 0, 1, 1, 0])
+    loader = [(x, labels)]
+    g = torch.relu(2 * torch.relu(x) - 0.5).mean(dim=(2, 3)).double().numpy()
+    y = act(x).mean(dim=(2, 3)).double().detach().numpy()
+    expect = lambda v: np.stack([v[labels.numpy() == k].mean(0) for k in (0, 1)])  # noqa: E731
+    np.testing.assert_allclose(analysis.class_conditional_means(model, loader, 2)["1"],
+                               expect(g), rtol=1e-5)
+    np.testing.assert_allclose(analysis.class_conditional_means(model, loader, 2, point="output")
+                               ["1"], expect(y), rtol=1e-5)
+    out = analysis.class_selectivity(model, loader, 2)["1"]
+    assert out["output_negative"].tolist() == [True, False]  # channel 0: BN pushed it below 0
+
+
+def test_activation_modules_of_vanillanet():
+    names = list(analysis.activation_modules(build_model("vanillanet_5_x0_25", 10, "lslu")))
+    assert names == ["stem_act", "stages.0.act", "stages.1.act", "stages.2.act"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference code's weight-based measure and its loading defect
+# ---------------------------------------------------------------------------------------------
+def test_weight_measure_known_values():
+    conv = nn.Conv2d(3, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 6.0]]).view(2, 3, 1, 1))
+    # max over input channels minus their mean: 3 - 2 = 1 and 6 - 2 = 4; signed weights
+    np.testing.assert_allclose(analysis.reference_weight_selectivity(conv.weight, False), [1, 4])
+    np.testing.assert_allclose(analysis.reference_weight_selectivity(conv.weight), [0, 1])
+    with torch.no_grad():
+        conv.weight.neg_()  # signed weights: (0, 0, -6) -> max 0, mean -2 -> 2 (|w| would give 4)
+    np.testing.assert_allclose(analysis.reference_weight_selectivity(conv.weight, False), [1, 2])
+
+
+def test_weight_measure_on_a_tiny_model():
+    model = build_model("vanillanet_5_x0_25", 10, "lslu")
+    measures = analysis.weight_selectivity(model)
+    assert list(measures) == ["stem1.0", "stem2.0", "stages.0.conv1.0", "stages.0.conv2.0",
+                              "stages.1.conv1.0", "stages.1.conv2.0", "stages.2.conv1.0",
+                              "stages.2.conv2.0", "cls1.0", "cls2"]
+    assert measures["stem1.0"].size == 128 * 4 * 4  # per output channel and kernel position
+    for values in measures.values():
+        assert values.min() == 0.0 and values.max() == 1.0
+    table = analysis.weight_measure_table({"a": measures, "b": measures})
+    assert (table["KS distance: a vs b"] == 0).all()
+
+
+def test_reference_style_load_loads_nothing(tmp_path):
+    torch.manual_seed(0)
+    untrained = build_model("vanillanet_5_x0_25", 10, "lslu")
+    torch.manual_seed(1)
+    trained = build_model("vanillanet_5_x0_25", 10, "lslu")  # stands for trained weights
+    path = tmp_path / "checkpoint-best.pth"
+    torch.save(analysis.reference_checkpoint(trained), path)
+    outcome = analysis.reference_style_load(untrained, torch.load(path, map_location="cpu"))
+    assert outcome["tensors changed"] == 0
+    assert outcome["parameters not found"] == outcome["parameters"] > 0
+    assert outcome["checkpoint keys not used"] == ["model", "epoch"]
+    # what the script should have done: load the "model" entry; then the measure follows it
+    fresh = analysis.weight_selectivity(untrained)
+    untrained.load_state_dict(torch.load(path, map_location="cpu")["model"])
+    loaded = analysis.weight_selectivity(untrained)
+    np.testing.assert_array_equal(loaded["stem1.0"],
+                                  analysis.weight_selectivity(trained)["stem1.0"])
+    assert not np.array_equal(loaded["stem1.0"], fresh["stem1.0"])
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+# ---------------------------------------------------------------------------------------------
+def test_figures(digits_folder):
+    samples = analysis.imagefolder_samples(digits_folder, per_class=3, seed=0)
+    assert list(samples) == [str(d) for d in range(10)]
+    assert all(len(v) == 3 and v[0].shape == (8, 8, 3) for v in samples.values())
+    assert isinstance(plots.plot_image_grid(samples), Figure)
+    m = analysis.confusion_matrix([0, 1, 1], [0, 1, 0], 2)
+    assert isinstance(plots.plot_confusion_matrix(m, ["x", "y"]), Figure)
+    assert isinstance(plots.plot_confusion_matrix(m, ["x", "y"], normalize=False), Figure)
+    fig = plots.plot_histogram_grid({"l1": {"a": [0.1, 0.2], "b": [0.3]},
+                                     "l2": {"a": [0.5], "b": [0.9, 0.1]}}, ncols=4)
+    assert isinstance(fig, Figure) and len([a for a in fig.axes if a.get_visible()]) == 2

@@ -1,0 +1,267 @@
+"""Model-level tests: VanillaNet and ResNet18 with every activation, exact deploy, the lambda
+buffer, dropout, weight-decay groups and one torch.compile step."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from lslu.activations import ACTIVATIONS, LSLU, SeriesActivation
+from lslu.models import (MODELS, BasicBlock, build_model, lslu_layers,
+                         no_weight_decay_parameters, param_groups)
+
+
+def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Moved theta/omega in every LSLU and random statistics/affines in every BatchNorm."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LSLU):
+                m.theta.copy_(torch.rand(m.theta.shape, generator=gen) + 0.5)
+                m.theta.view(-1)[-1] = -0.8  # a falling piece somewhere
+                m.omega.copy_(torch.randn(m.omega.shape, generator=gen) * 0.3)
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
+    return model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tests run small tensors: one intra-op thread is as fast, and on a busy 2-core
+    machine it avoids OpenMP workers spin-waiting for each other (minutes instead of seconds)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+def rel_err(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+# ------------------------------------------------------------------------------------------
+# exact deploy of whole models
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("activation", ["lslu", "series", "lslu_per_channel"])
+@pytest.mark.parametrize("name,batch", [("vanillanet_5_x0_25", 4), ("vanillanet_6", 1)])
+def test_vanillanet_deploy_is_exact(name, batch, activation):
+    torch.manual_seed(0)
+    model = randomise(build_model(name, 10, activation=activation)).eval()
+    x = torch.randn(batch, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        model.switch_to_deploy()
+        after = model(x)
+    assert after.shape == (batch, 10)
+    assert model.deployed and model.stem_merged is not None
+    assert all(stage.merged is not None for stage in model.stages)
+    assert all(m.deployed for m in model.modules() if isinstance(m, SeriesActivation))
+    assert rel_err(after, before) < 1e-4
+
+
+def test_reparameterize_alias_and_idempotent():
+    model = randomise(build_model("vanillanet_5_x0_25", 10)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        model.reparameterize()
+        model.reparameterize()
+        assert rel_err(model(x), before) < 1e-4
+
+
+def test_switch_to_deploy_needs_lambda_one():
+    model = build_model("vanillanet_5_x0_25", 10).eval()
+    model.change_act(0.5)
+    with pytest.raises(ValueError, match=r"lambda = 1.*0\.5.*change_act"):
+        model.switch_to_deploy()
+    assert not model.deployed  # nothing half-done
+
+
+def test_change_act_sets_buffer_and_forward_follows():
+    torch.manual_seed(1)
+    model = randomise(build_model("vanillanet_5_x0_25", 10)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert float(model.lam) == 1.0 and "lam" in dict(model.named_buffers())
+    with torch.no_grad():
+        linear = model(x)
+        model.change_act(0.0)
+        assert float(model.lam) == 0.0
+        relu = model(x)
+        model.change_act(0.25)
+        assert float(model.lam) == 0.25
+        quarter = model(x)
+        model.change_act(1.0)
+        again = model(x)
+    assert not torch.allclose(linear, relu) and not torch.allclose(quarter, relu)
+    assert torch.equal(again, linear)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="lambda"):
+            model.change_act(bad)
+
+
+# ------------------------------------------------------------------------------------------
+# ResNet18
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["resnet18", "resnet18_cifar"])
+def test_resnet_shapes(name):
+    model = build_model(name, 10, activation="lslu")
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet18_cifar"])
+def test_act_everywhere(name):
+    blocks = [m for m in build_model(name, 10, activation="lslu", act_everywhere=True).modules()
+              if isinstance(m, BasicBlock)]
+    assert len(blocks) == 8
+    assert all(isinstance(b.act1, LSLU) and isinstance(b.act2, LSLU) for b in blocks)
+    plain = build_model(name, 10, activation="lslu")
+    assert len(lslu_layers(plain)) == 1  # after the stem only, as in the reference code
+    assert all(isinstance(b.act1, nn.ReLU) for b in plain.modules() if isinstance(b, BasicBlock))
+    assert len(lslu_layers(build_model(name, 10, activation="lslu", act_everywhere=True))) == 17
+
+
+def test_block_dropout_is_honoured():
+    torch.manual_seed(2)
+    x = torch.randn(4, 3, 32, 32)
+    model = build_model("resnet18_cifar", 10, activation="relu", drop_rate=0.5)
+    assert all(b.dropout.p == 0.5 for b in model.modules() if isinstance(b, BasicBlock))
+    model.train()
+    with torch.no_grad():
+        assert not torch.allclose(model(x), model(x))
+        model.eval()
+        assert torch.equal(model(x), model(x))
+    no_drop = build_model("resnet18_cifar", 10, activation="relu", drop_rate=0.0).train()
+    with torch.no_grad():
+        assert torch.equal(no_drop(x), no_drop(x))
+
+
+def test_vanillanet_dropout_in_head():
+    model = build_model("vanillanet_5_x0_25", 10, drop_rate=0.3)
+    assert model.dropout.p == 0.3
+
+
+# ------------------------------------------------------------------------------------------
+# every activation in both models
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+@pytest.mark.parametrize("name,kwargs", [("vanillanet_5_x0_25", {}),
+                                         ("resnet18", {"act_everywhere": True})])
+def test_every_activation_forward_backward(name, kwargs, activation):
+    torch.manual_seed(3)
+    model = build_model(name, 10, activation=activation, **kwargs).train()
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10) and bool(torch.isfinite(out).all())
+    nn.functional.cross_entropy(out, torch.tensor([1, 7])).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+
+
+@pytest.mark.parametrize("name", ["vanillanet_5_x0_25", "resnet18", "resnet18_cifar"])
+def test_baseline_activation(name):
+    """activation=None gives the model's own activation (the big VanillaNets follow the same
+    rule; they are not built here to keep the file fast)."""
+    model = build_model(name, 10, activation=None)
+    assert model.activation == ("series" if name.startswith("vanillanet") else "relu")
+
+
+# ------------------------------------------------------------------------------------------
+# build_model errors
+# ------------------------------------------------------------------------------------------
+def test_build_model_unknown_model():
+    with pytest.raises(ValueError) as err:
+        build_model("resnet50", 10)
+    assert "'resnet50'" in str(err.value)
+    for name in MODELS:
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize("drop_rate", [-0.1, 1.0, 1.5])
+def test_build_model_drop_rate_range(drop_rate):
+    with pytest.raises(ValueError, match="drop_rate"):
+        build_model("resnet18_cifar", 10, drop_rate=drop_rate)
+
+
+@pytest.mark.parametrize("act_num", [0, -1, 2.5, True, "3"])
+def test_build_model_act_num(act_num):
+    with pytest.raises(ValueError, match="act_num"):
+        build_model("vanillanet_5_x0_25", 10, act_num=act_num)
+
+
+def test_build_model_unknown_activation_lists_names():
+    with pytest.raises(ValueError) as err:
+        build_model("vanillanet_5_x0_25", 10, activation="gelu")
+    assert all(name in str(err.value) for name in ACTIVATIONS)
+
+
+@pytest.mark.parametrize("num_classes", [1, 0, 2.0, True])
+def test_build_model_num_classes(num_classes):
+    with pytest.raises(ValueError, match="num_classes"):
+        build_model("resnet18_cifar", num_classes)
+
+
+def test_act_everywhere_only_for_resnet():
+    with pytest.raises(ValueError, match="act_everywhere"):
+        build_model("vanillanet_5_x0_25", 10, act_everywhere=True)
+
+
+# ------------------------------------------------------------------------------------------
+# weight decay groups
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("activation", ["lslu", "lslu_per_channel"])
+@pytest.mark.parametrize("name,kwargs", [("vanillanet_5_x0_25", {}),
+                                         ("resnet18", {"act_everywhere": True})])
+def test_no_weight_decay_parameters(name, kwargs, activation):
+    model = build_model(name, 10, activation=activation, **kwargs)
+    skip = set(no_weight_decay_parameters(model))
+    params = dict(model.named_parameters())
+    thetas = [n for n in params if n.endswith((".theta", ".omega"))]
+    assert thetas and set(thetas) <= skip
+    if activation == "lslu_per_channel":
+        assert all(params[n].ndim == 2 for n in thetas)
+    bn = [f"{n}.{leaf}" for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)
+          for leaf in ("weight", "bias")]
+    assert bn and set(bn) <= skip
+    biases = [n for n in params if n.endswith(".bias")]
+    assert set(biases) <= skip
+    convs = [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    convs += [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, SeriesActivation)]
+    assert convs and not (set(convs) & skip)
+    groups = param_groups(model, 0.05)
+    assert groups[0]["weight_decay"] == 0.05 and groups[1]["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == len(params)
+    assert {id(p) for p in groups[1]["params"]} == {id(params[n]) for n in skip}
+
+
+# ------------------------------------------------------------------------------------------
+# autocast and torch.compile
+# ------------------------------------------------------------------------------------------
+def test_bf16_autocast_training_step():
+    torch.manual_seed(4)
+    model = randomise(build_model("vanillanet_5_x0_25", 10, activation="lslu")).train()
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    nn.functional.cross_entropy(out.float(), torch.tensor([0, 3])).backward()
+    for layer in lslu_layers(model).values():
+        assert layer.theta.grad.dtype == torch.float32
+        assert bool(torch.isfinite(layer.theta.grad).all())
+
+
+def test_torch_compile_one_step():
+    """One forward/backward of VanillaNet-5 x0.25 with LSLU through inductor on the CPU."""
+    torch.manual_seed(5)
+    torch._dynamo.reset()
+    model = randomise(build_model("vanillanet_5_x0_25", 10, activation="lslu")).train()
+    twin = copy.deepcopy(model)
+    x = torch.randn(2, 3, 32, 32)
+    y = torch.tensor([2, 5])
+    compiled = torch.compile(model, backend="inductor")
+    nn.functional.cross_entropy(compiled(x), y).backward()
+    nn.functional.cross_entropy(twin(x), y).backward()
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-4), name
