@@ -383,7 +383,7 @@ def convergence_table(results, target: float) -> pd.DataFrame:
         times = [h["epoch_time"] for h in r.history]
         rows.append({"model": c["model"], "activation": c["activation"] or "baseline",
                      "act_fn": c["activation"] or BASELINE_ACTIVATION[c["model"]],
-                     "seed": c["seed"],
+                     "dataset": c["dataset"], "seed": c["seed"],
                      "epochs_to_target": float("nan") if epochs is None else epochs,
                      "seconds_to_target": float("nan") if seconds is None else seconds,
                      "epochs": len(r.history), "seconds_per_epoch": sum(times) / len(times),
@@ -403,14 +403,14 @@ def _faster(lslu: float, baseline: float) -> str:
         return "neither reaches the target"
     if lslu < baseline:
         return "yes"
-    return "no (same)" if lslu == baseline else "no"
+    return "no, the same" if lslu == baseline else "no"
 
 
 def convergence_verdict(table: pd.DataFrame) -> pd.DataFrame:
     """Per model (from convergence_table): the median over seeds of epochs and seconds to the
     target for the baseline and for LSLU (inf: not reached by most seeds), how many seeds
-    reached it, and whether LSLU gets there in fewer epochs / seconds ('yes', 'no', 'no (same)'
-    or 'neither reaches the target')."""
+    reached it, and whether LSLU gets there in fewer epochs / seconds ('yes', 'no',
+    'no, the same' or 'neither reaches the target')."""
     rows = []
     for model, sub in table.groupby("model", sort=False):
         base, lslu = sub[sub.activation == "baseline"], sub[sub.activation == "lslu"]
@@ -465,10 +465,12 @@ def convergence_headline_rows(table: pd.DataFrame, target: float, experiment: st
     the epochs and the seconds to ``target`` (2 decimals, or 'not reached')."""
     rows = []
     for (model, act_fn), sub in table.groupby(["model", "act_fn"], sort=False):
+        data = ", ".join(sorted(set(sub["dataset"])))
         for what, unit in (("epochs", "epochs"), ("seconds", "s")):
             value = _median_or_inf(sub[f"{what}_to_target"])
             rows.append({"experiment": experiment,
-                         "quantity": f"{what} to {100 * target:g}% top-1, {model} + {act_fn}",
+                         "quantity": f"{what} to {100 * target:g}% top-1, {model} + {act_fn} "
+                                     f"on {data}",
                          "ours": round(value, 2) if value != float("inf") else "not reached",
                          "paper": "not public", "unit": unit})
     return rows
@@ -1109,7 +1111,8 @@ def weight_measure_table(measures: dict) -> pd.DataFrame:
             row[f"mean: {label}"] = float(measures[label][layer].mean())
         if len(labels) >= 2:
             a, b = measures[labels[0]][layer], measures[labels[1]][layer]
-            row[f"KS distance: {labels[0]} vs {labels[1]}"] = float(stats.ks_2samp(a, b).statistic)
+            row[f"KS distance: {labels[0]} vs {labels[1]}"] = float(
+                stats.ks_2samp(a, b, method="asymp").statistic)  # exact: slow, warns for large n
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -1147,17 +1150,6 @@ def selectivity_panels(selectivity: dict, key: str = "si") -> dict:
             for layer in layers}
 
 
-def selectivity_depth_frame(table: pd.DataFrame) -> pd.DataFrame:
-    """selectivity_table in long form for a mean-SI-per-depth plot: columns depth, mean SI,
-    series (the label, and the label with "labels shuffled" for the chance-level control)."""
-    parts = [table.assign(series=table["model"])[["depth", "mean SI", "series"]]]
-    if "mean SI, shuffled labels" in table:
-        parts.append(pd.DataFrame({"depth": table["depth"],
-                                   "mean SI": table["mean SI, shuffled labels"],
-                                   "series": table["model"] + ", labels shuffled"}))
-    return pd.concat(parts, ignore_index=True)
-
-
 def selectivity_display(table: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
     """selectivity_table for the page: SI columns rounded to ``decimals``, the share of units
     with a negative class mean to 1 decimal."""
@@ -1178,7 +1170,7 @@ __all__ += ["imagefolder_counts", "imagefolder_samples", "validation_data", "pre
             "selectivity_of_runs", "selectivity_table", "reference_weight_selectivity",
             "weight_selectivity", "reference_checkpoint", "reference_style_load",
             "untrained_model", "weight_measure_table", "reference_script_load",
-            "selectivity_panels", "selectivity_depth_frame", "selectivity_display"]
+            "selectivity_panels", "selectivity_display"]
 
 
 def check_efficiency_parameters(model: str, num_classes: int, act_num: int, input_sizes,

@@ -236,7 +236,8 @@ class LsluComparison:
         return pd.DataFrame({
             "model": t["model"], "activation": t["act_fn"], "top-1 (%)": top1,
             "seeds": t["seeds"], "params (train)": t["params"],
-            "params (deploy)": t["params_deploy"], "MFLOPs / image": t["mflops"].round(1),
+            "params (deploy)": t["params_deploy"],
+            "MFLOPs / image (train graph)": t["mflops"].round(1),
         })
 
     def display_gains(self) -> pd.DataFrame:
@@ -250,7 +251,9 @@ class LsluComparison:
             "bootstrap 95% interval (pp)": [
                 "n/a" if pd.isna(lo) else f"[{lo:.1f}, {hi:.1f}]"
                 for lo, hi in zip(g["ci_low"], g["ci_high"])],
-            "seeds (baseline/LSLU)": g["seeds"], "significant at 0.05": g["significant"],
+            "seeds (baseline/LSLU)": g["seeds"],
+            "significant at 0.05": ["n/a" if pd.isna(p) else "yes" if s else "no"
+                                    for p, s in zip(g["p_value"], g["significant"])],
         })
 
     def gain(self, model: str) -> float:
@@ -300,14 +303,20 @@ class LsluComparison:
                 rows.append({"model": model, "quantity": quantity, "paper": paper, "ours": value})
         return pd.DataFrame(rows).set_index(["model", "quantity"])
 
-    def headline_rows(self, experiment: str, paper_gains: dict | None = None) -> list[dict]:
-        """Rows for save_headline: top-1 of every arm and the gain per model (2 decimals)."""
+    def headline_rows(self, experiment: str, paper_gains: dict | None = None,
+                      paper_setting: str | None = None) -> list[dict]:
+        """Rows for save_headline: top-1 of every arm and the gain per model (2 decimals).
+        ``paper_setting`` (e.g. 'VanillaNet-5, CIFAR-100') is added to the quantity of a row
+        that has a paper value, so that the summary says what that value was measured on."""
         paper_gains = paper_gains or {}
+        setting = f" (paper: {paper_setting})" if paper_setting else ""
         data = ", ".join(self.datasets)
         rows = [{"experiment": experiment, "quantity": f"top-1, {r['label']} on {data}",
                  "ours": round(float(r["top1_mean"]), 2), "paper": "not public", "unit": "%"}
                 for _, r in self.table.iterrows()]
-        rows += [{"experiment": experiment, "quantity": f"LSLU gain, {g['model']} on {data}",
+        rows += [{"experiment": experiment,
+                  "quantity": f"LSLU gain, {g['model']} on {data}"
+                              + (setting if g["model"] in paper_gains else ""),
                   "ours": round(float(g["gain"]), 2),
                   "paper": paper_gains.get(g["model"], "not public"), "unit": "pp"}
                  for _, g in self.gains.iterrows()]

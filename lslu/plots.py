@@ -230,6 +230,10 @@ def plot_top1_bars(frame, value: str = "top1", ax=None, title=None):
     fig = plot_bars_with_error(df, x="model (baseline)", y=value, hue="activation ", ax=ax,
                                xlabel="model", ylabel="final validation top-1 (%)", title=title)
     ax = fig.axes[0] if ax is None else ax
+    top = max(100.0, float(df[value].max()))
+    ax.set_ylim(0, 1.15 * top)  # room for the legend on top
+    ax.set_yticks(np.linspace(0, top, 6))
+    ax.legend(loc="upper center", ncols=2, frameon=False, fontsize="small")
     for container in ax.containers:
         if isinstance(container, BarContainer):
             ax.bar_label(container, fmt="%.1f", label_type="center", fontsize="small",
@@ -426,21 +430,27 @@ __all__ += ["plot_sweep", "mark_epoch"]
 
 
 def plot_headline_gains(frame, paper_gain: float | None = None, ax=None,
-                        title="Gains reported by the chapters"):
-    """Horizontal bars of every numeric headline in percentage points (rows of
-    experiments.headline_frame with unit 'pp'), labelled 'experiment: quantity', with the
-    paper's one public gain drawn as a dashed line when given. No such rows: an empty panel
-    that says so."""
+                        title="Gains reported by the chapters", wrap: int = 48):
+    """Horizontal bars of every headline gain (rows of experiments.headline_frame with unit 'pp'
+    whose quantity names a gain, and a numeric value), labelled 'experiment: quantity' (wrapped
+    at ``wrap`` characters), with the paper's one public gain as a dashed line when given. No
+    such rows: an empty panel that says so."""
+    import textwrap
     df = _as_frame(frame)
-    numeric = pd.to_numeric(df["ours"], errors="coerce") if len(df) else pd.Series(dtype=float)
-    rows = df[(df["unit"] == "pp") & numeric.notna()] if len(df) else df
-    values = numeric[rows.index] if len(rows) else []
-    fig, ax = _axes(ax, figsize=(7.5, max(2.5, 0.45 * len(rows) + 1.5)))
+    if len(df):
+        numeric = pd.to_numeric(df["ours"], errors="coerce")
+        keep = (df["unit"] == "pp") & numeric.notna() & df["quantity"].str.contains("gain",
+                                                                                   case=False)
+        rows, values = df[keep], numeric[keep].to_numpy()
+    else:
+        rows, values = df, np.array([])
+    labels = [textwrap.fill(f"{e}: {q}", wrap) for e, q in zip(rows.get("experiment", []),
+                                                                rows.get("quantity", []))]
+    height = sum(0.22 * (label.count("\n") + 1) + 0.2 for label in labels)
+    fig, ax = _axes(ax, figsize=(9.0, max(2.5, height + 1.5)))
     if len(rows):
-        labels = [f"{e}: {q}" for e, q in zip(rows["experiment"], rows["quantity"])]
         pos = np.arange(len(rows))[::-1]
-        colors = ["C0" if v >= 0 else "C3" for v in values]
-        ax.barh(pos, values, color=colors)
+        ax.barh(pos, values, color=["C0" if v >= 0 else "C3" for v in values])
         ax.set_yticks(pos, labels, fontsize="small")
         ax.axvline(0, color="k", lw=0.8)
     else:
@@ -455,3 +465,25 @@ def plot_headline_gains(frame, paper_gain: float | None = None, ax=None,
 
 
 __all__ += ["plot_headline_gains"]
+
+
+def plot_selectivity_by_depth(table, ax=None, title="Mean class selectivity per layer"):
+    """Mean class selectivity index per activation layer against depth, one colour per model
+    (``table``: analysis.selectivity_table): solid with the true labels, dotted with the labels
+    shuffled (the chance level), when the table has that column."""
+    df = _as_frame(table)
+    fig, ax = _axes(ax)
+    for i, (label, part) in enumerate(df.groupby("model", sort=False)):
+        part = part.sort_values("depth")
+        ax.plot(part["depth"], part["mean SI"], marker="o", ms=4, lw=1.8, color=f"C{i}",
+                label=label)
+        if "mean SI, shuffled labels" in part:
+            ax.plot(part["depth"], part["mean SI, shuffled labels"], marker=".", ms=4, lw=1.2,
+                    ls=":", color=f"C{i}", label=f"{label}, labels shuffled")
+    ax.set_xticks(sorted(df["depth"].unique()))
+    ax.set_ylim(bottom=0)
+    _style(ax, "activation layer (1 = stem)", "mean class selectivity index", title)
+    return fig
+
+
+__all__ += ["plot_selectivity_by_depth"]

@@ -34,7 +34,7 @@ def default_results_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "lslu" / "results"
 
 
-def code_fingerprint() -> str:
+def _fingerprint_files() -> str:
     here = Path(__file__).parent
     h = hashlib.sha256()
     for name in _TRAINING_CODE:
@@ -43,6 +43,15 @@ def code_fingerprint() -> str:
             h.update(name.encode())
             h.update(path.read_bytes())
     return h.hexdigest()[:12]
+
+
+# Read once, when the package is imported: a run id must name the code that is running, even if
+# the files on disk are edited while a long-lived kernel keeps training with the old code.
+_FINGERPRINT = _fingerprint_files()
+
+
+def code_fingerprint() -> str:
+    return _FINGERPRINT
 
 
 def config_hash(config: dict) -> str:

@@ -75,6 +75,13 @@ class TrainConfig:
     patience: int = 0                     # early stopping after this many epochs without gain; 0: off
     freeze_activation: bool = False       # keep theta/omega at their initial values
 
+    def __post_init__(self):
+        # 1 and 1.0 are the same setting: store floats as floats so they hash alike
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("float", float) and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, f.name, float(value))
+
     @classmethod
     def reference_recipe(cls, **overrides) -> "TrainConfig":
         """The reference code's recipe (VanillaNet's ImageNet recipe; paper.md): 224 px, 300

@@ -61,7 +61,7 @@ def test_convergence_table_and_verdict():
         "6.0", "3.0", "3.0", "not reached"]
     rows = analysis.convergence_headline_rows(table, 0.9)
     assert rows[0] == {"experiment": "E7", "quantity": "epochs to 90% top-1, "
-                       "vanillanet_5_x0_25 + series", "ours": 3.0, "paper": "not public",
+                       "vanillanet_5_x0_25 + series on digits", "ours": 3.0, "paper": "not public",
                        "unit": "epochs"}
     assert rows[-1]["ours"] == "not reached"
     assert table["act_fn"].tolist() == ["series", "lslu", "relu", "lslu"]
@@ -77,7 +77,7 @@ def test_convergence_table_and_verdict():
     assert set(neither["LSLU in fewer epochs"]) == {"neither reaches the target"}
     same = analysis.convergence_verdict(analysis.convergence_table(results[:1] * 2, 0.9)
                                         .assign(activation=["baseline", "lslu"]))
-    assert same["LSLU in fewer epochs"].iloc[0] == "no (same)"
+    assert same["LSLU in fewer epochs"].iloc[0] == "no, the same"
 
 
 # --------------------------------------------------------------------------- experiments
@@ -153,10 +153,12 @@ def test_gains_over_two_seeds_have_p_value_and_interval():
     assert table.loc[("vanillanet_5_x0_25", "LSLU gain (pp)"), "paper"] == "+3.17"
     assert table.loc[("vanillanet_5_x0_25", "LSLU gain (pp)"), "ours"] == "+10.5"
     assert (table["paper"] == "not public").sum() == len(table) - 1
-    rows = cmp.headline_rows("E2", {"vanillanet_5_x0_25": "+3.17"})
+    rows = cmp.headline_rows("E2", {"vanillanet_5_x0_25": "+3.17"}, "VanillaNet-5, CIFAR-100")
     assert [r["unit"] for r in rows] == ["%", "%", "pp"]
-    assert rows[-1] == {"experiment": "E2", "quantity": "LSLU gain, vanillanet_5_x0_25 on digits",
-                        "ours": 10.5, "paper": "+3.17", "unit": "pp"}
+    assert rows[-1] == {"experiment": "E2", "quantity": "LSLU gain, vanillanet_5_x0_25 on digits "
+                        "(paper: VanillaNet-5, CIFAR-100)", "ours": 10.5, "paper": "+3.17",
+                        "unit": "pp"}
+    assert cmp.headline_rows("E1")[-1]["quantity"] == "LSLU gain, vanillanet_5_x0_25 on digits"
 
 
 def test_history_frame_running_seconds():

@@ -259,3 +259,9 @@ def test_figures(digits_folder):
     fig = plots.plot_histogram_grid({"l1": {"a": [0.1, 0.2], "b": [0.3]},
                                      "l2": {"a": [0.5], "b": [0.9, 0.1]}}, ncols=4)
     assert isinstance(fig, Figure) and len([a for a in fig.axes if a.get_visible()]) == 2
+    table = analysis.selectivity_table({"m": [{"l1": {
+        "si": np.array([0.1, np.nan]), "si_shuffled": np.array([0.0, 0.1]),
+        "output_negative": np.array([True, False]), "si_output_shift": np.array([0.4, 0.4])}}]})
+    assert table.loc[0, "undefined (dead) units"] == 1 and table.loc[0, "mean SI"] == 0.1
+    fig = plots.plot_selectivity_by_depth(table)
+    assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 2
