@@ -406,6 +406,9 @@ def zoo_configs(base: dict, model: str, activations, seeds, reference: str) -> l
             raise ValueError(f"{name} needs a non-empty list, got {values!r}")
         if len(set(values)) != len(values):
             raise ValueError(f"{name} has duplicates: {list(values)}")
+    from .activations import check_activation
+    for act in activations:  # unknown names first: the clearest message
+        check_activation(act)
     if reference not in activations:
         raise ValueError(f"reference_activation {reference!r} is not among the activations "
                          f"{list(activations)}")

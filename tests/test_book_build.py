@@ -141,8 +141,9 @@ def test_page_has_its_title(dom, chapter):
     page = dom(chapter)
     m = re.search(r"<title>(.*?)</title>", page, re.S)
     assert m, f"{chapter}: no <title>"
-    title = html.unescape(m.group(1))
-    assert _title_of(chapter) in title, f"{chapter}: title {title!r}"
+    # Sphinx typesets straight quotes as curly ones
+    title = html.unescape(m.group(1)).replace("\u2019", "'").replace("\u2018", "'")
+    assert _title_of(chapter).replace("\u2019", "'") in title, f"{chapter}: title {title!r}"
     assert "LSLU companion" in title
 
 
@@ -248,7 +249,8 @@ def test_malformed_profile(tmp_path):
         lbook.load_profile("bad", tmp_path)
 
 
-def test_execute_writes_copies_and_log_and_stops_on_failure(profiles_dir, tmp_path, capsys):
+def test_execute_writes_copies_and_log_and_stops_on_failure(profiles_dir, tmp_path, capsys,
+                                                            monkeypatch):
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
     _notebook(nbs / "01_nb.ipynb", "profile = 'smoke'\nepochs = 1",
@@ -265,8 +267,10 @@ def test_execute_writes_copies_and_log_and_stops_on_failure(profiles_dir, tmp_pa
     assert outputs.strip() == "small 2 notebooks"  # parameters injected, cwd = notebooks dir
     assert "01_nb" in capsys.readouterr().out
 
-    rc = lbook.main(["execute", "--notebooks-dir", str(nbs), "--out-dir", str(out),
-                     "--only", "02_nb", "03_nb"])
+    # the CLI reads profiles from the repository's folder: point it at the test's profiles
+    monkeypatch.setattr(lbook, "PROFILES_DIR", Path(profiles_dir))
+    rc = lbook.main(["execute", "--profile", "small", "--notebooks-dir", str(nbs), "--out-dir",
+                     str(out), "--only", "02_nb", "03_nb"])
     assert rc == 1
     err = capsys.readouterr().err
     assert "02_nb" in err and "RuntimeError: boom" in err and "partial notebook" in err
