@@ -36,7 +36,7 @@ from typing import Iterable
 
 import yaml
 
-__all__ = ["PROFILES_DIR", "available_profiles", "load_profile", "notebook_parameters",
+__all__ = ["toc_files", "PROFILES_DIR", "available_profiles", "load_profile", "notebook_parameters",
            "find_notebooks", "execute", "baselines", "hardware_description",
            "NotebookExecutionError", "main"]
 
@@ -53,6 +53,23 @@ class NotebookExecutionError(RuntimeError):
         super().__init__(message)
         self.notebook = notebook
         self.partial = partial
+
+
+def toc_files(root: str | os.PathLike) -> list[str]:
+    """Every page of the book, in ``_toc.yml`` order (the root page first)."""
+    toc = yaml.safe_load((Path(root) / "_toc.yml").read_text(encoding="utf-8"))
+    files = [toc["root"]]
+
+    def walk(entries):
+        for e in entries or []:
+            if "file" in e:
+                files.append(e["file"])
+            walk(e.get("sections"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return files
 
 
 # --------------------------------------------------------------------------------- profiles

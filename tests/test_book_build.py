@@ -19,6 +19,7 @@ import nbformat
 import pytest
 import yaml
 
+
 from lslu import book as lbook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,19 +28,7 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stab
 
 
 def _toc_files() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    files = [toc["root"]]
-
-    def walk(entries):
-        for e in entries or []:
-            if "file" in e:
-                files.append(e["file"])
-            walk(e.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return files
+    return lbook.toc_files(ROOT)
 
 
 CHAPTERS = _toc_files()

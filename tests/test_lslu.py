@@ -25,14 +25,7 @@ from lslu.activations import (ACTIVATIONS, LSLU, SeriesActivation, make_activati
 DOUBLE = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tests run small tensors: one intra-op thread is as fast, and on a busy 2-core
-    machine it avoids OpenMP workers spin-waiting for each other (minutes instead of seconds)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 # ------------------------------------------------------------------------------------------
 # the oracle

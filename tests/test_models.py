@@ -31,14 +31,7 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tests run small tensors: one intra-op thread is as fast, and on a busy 2-core
-    machine it avoids OpenMP workers spin-waiting for each other (minutes instead of seconds)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 def rel_err(a, b):
     return float((a - b).abs().max() / b.abs().max())

@@ -14,6 +14,8 @@ import nbformat
 import pytest
 import yaml
 
+from lslu.book import toc_files as book_toc_files
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
@@ -56,19 +58,7 @@ def book_config() -> dict:
 
 
 def toc_files() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    files = [toc["root"]]
-
-    def walk(entries):
-        for e in entries or []:
-            if "file" in e:
-                files.append(e["file"])
-            walk(e.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return files
+    return book_toc_files(ROOT)
 
 
 # ----------------------------------------------------------------------------- pins
