@@ -21,7 +21,7 @@ JB_BUILD := $(VENV)/bin/jupyter-book build . -W -n --all
 NBVAL    := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 BROWSERS := chromium chromium-browser google-chrome google-chrome-stable
 
-.PHONY: help venv book book-smoke test baselines browser clean distclean
+.PHONY: help venv book book-smoke test baselines browser fashion-mnist clean distclean
 
 help:
 	@echo "make book [PROFILE=smoke|fast|paper]  execute the notebooks and build _build/html"
@@ -29,6 +29,7 @@ help:
 	@echo "make baselines                        re-execute notebooks/ in place (nbval baselines)"
 	@echo "make book-smoke                       the smoke book with the hermetic cache (part of test)"
 	@echo "make venv                             create/update .venv from requirements.txt"
+	@echo "make fashion-mnist                    install Debian's dataset-fashion-mnist (root with apt)"
 	@echo "make clean | distclean                remove build outputs | and .venv"
 
 # ---------------------------------------------------------------------------------- venv
@@ -48,7 +49,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 # ---------------------------------------------------------------------------------- book
-book: $(STAMP)
+book: $(STAMP) fashion-mnist
 	$(PY) -m lslu.book execute --profile $(PROFILE)
 	$(JB_BUILD)
 	@echo "book: open _build/html/index.html"
@@ -58,6 +59,20 @@ book-smoke: $(STAMP)
 	rm -rf "$(TEST_RESULTS_DIR)"
 	LSLU_RESULTS_DIR="$(TEST_RESULTS_DIR)" $(PY) -m lslu.book execute --profile smoke
 	$(JB_BUILD)
+
+# ---------------------------------------------------------------------------------- data
+# Fashion-MNIST (the evidence profile's data, 31 MB): as root on Debian/Ubuntu, Debian's package
+# (its IDX files land in /usr/share/datasets/fashion-mnist, where lslu.data finds them). Else
+# the files can be put in $$LSLU_DATA_DIR/fashion-mnist, or torchvision downloads them on first use.
+fashion-mnist:
+	@if dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || [ -n "$$(ls "$${LSLU_DATA_DIR:-$$HOME/.cache/lslu/data}"/fashion-mnist/train-images-idx3-ubyte* 2>/dev/null)" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's dataset-fashion-mnist (apt-get)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; } >/dev/null 2>&1 \
+	    || echo "warning: apt-get install dataset-fashion-mnist failed; Fashion-MNIST will be downloaded by torchvision if there is a network" >&2; \
+	else \
+	  echo "warning: Fashion-MNIST not installed and not root with apt-get; run 'apt-get install dataset-fashion-mnist' as root, or put the IDX files in \$$LSLU_DATA_DIR/fashion-mnist" >&2; \
+	fi
 
 # ---------------------------------------------------------------------------------- test
 # The browser tests need Chromium; as root on Debian/Ubuntu it is installed here. If that is
@@ -72,7 +87,7 @@ browser:
 	  echo "warning: no chromium on PATH and not root with apt-get; install chromium (or set LSLU_CHROMIUM) or tests/test_book_build.py will fail" >&2; \
 	fi
 
-test: $(STAMP) browser book-smoke
+test: $(STAMP) browser fashion-mnist book-smoke
 	LSLU_RESULTS_DIR="$(TEST_RESULTS_DIR)" $(PY) -m pytest tests notebooks $(NBVAL) -p no:cacheprovider
 
 # Regenerate the outputs stored in notebooks/*.ipynb that nbval compares against, under the same

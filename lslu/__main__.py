@@ -32,14 +32,18 @@ def _parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(TrainConfig):
         base, optional = _field_type(f)
         flag = "--" + f.name.replace("_", "-")
+        # argparse prints no default for an argument without a help text: give every one
         if base is bool:
-            tr.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            tr.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                            help="(default: %(default)s)")
         else:
             def convert(text, base=base, optional=optional):
                 if optional and text.lower() in ("none", "null", ""):
                     return None
                 return base(text)
+            convert.__name__ = base.__name__  # argparse's error: "invalid float value: 'x'"
             tr.add_argument(flag, type=convert, default=f.default,
+                            help="(default: %(default)s)",
                             metavar=base.__name__.upper() + ("|none" if optional else ""))
     tr.add_argument("--recipe", choices=["reference"], default=None,
                     help="start from the reference code's recipe; other flags override it")
@@ -47,24 +51,46 @@ def _parser() -> argparse.ArgumentParser:
                     help="results store (default: $LSLU_RESULTS_DIR or ~/.cache/lslu/results)")
     tr.add_argument("--force", action="store_true", help="train even if a stored result exists")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rs = sub.add_parser("results", help="what the results store holds of a profile's runs",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    rs.add_argument("--profile", required=True, help="profile name (profiles/<name>.yaml)")
+    rs.add_argument("--json", action="store_true",
+                    help="one JSON object: runs, asked, missing, other_stored, arms")
+    rs.add_argument("--results-dir", default=None,
+                    help="results store (default: $LSLU_RESULTS_DIR or ~/.cache/lslu/results)")
     return parser
+
+
+def _results(args) -> int:
+    from .grid import format_summary, store_summary
+    try:
+        summary = store_summary(args.profile, results_dir=args.results_dir)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1, allow_nan=False) if args.json else format_summary(summary))
+    return 0
 
 
 def main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "results":
+        return _results(args)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    if args.recipe == "reference":
-        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-        overrides = {k: v for k, v in given.items() if v != defaults[k]}
-        config = TrainConfig.reference_recipe(**overrides)
-    else:
-        config = TrainConfig(**given)
     try:
+        if args.recipe == "reference":
+            defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+            overrides = {k: v for k, v in given.items() if v != defaults[k]}
+            config = TrainConfig.reference_recipe(**overrides)
+        else:
+            config = TrainConfig(**given)
         result = train(config, results_dir=args.results_dir, force=args.force,
-                       progress=not args.no_progress)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+                       progress=False if args.no_progress else None)  # None: bars on a TTY
+    # expected failures (bad input, a store that cannot be written, a diverged run, missing or
+    # damaged files) are one line, not a traceback; OSError covers FileNotFoundError
+    except (ValueError, OSError, RuntimeError, FloatingPointError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     finally:
         import torch.distributed as dist
@@ -72,8 +98,9 @@ def main(argv=None) -> int:
             dist.destroy_process_group()
     import os
     if int(os.environ.get("RANK", "0")) == 0:
+        # strict JSON: train() stores and returns no NaN/Infinity, and this would refuse one
         print(json.dumps({"run_id": result.run_id, "cached": result.cached, **result.final},
-                         indent=1))
+                         indent=1, allow_nan=False))
     return 0
 
 

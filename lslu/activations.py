@@ -6,17 +6,23 @@ The LSLU of the paper (its reference code is the executable specification) is
     y   = BN(depthwise_conv(u, W, kernel 2n+1, padding n))
 
 The elementwise part u = g(x) is a monotone piecewise-linear function with at most three pieces,
-g(x) = c + s * (clamp(x, p, q) - p), so we compute (c, s, p, q) from theta and omega with a few
-differentiable scalar ops and then touch the activation tensor once forward (a clamp and a
-multiply-add) and once backward (the masked gradient plus a few reductions for theta and omega)
-instead of 3n+1 times.  On the CPU in eager mode the scalars are read on the host and ATen's
-scalar-bound kernels do the work; torch.compile and CUDA use a tensor-only path.  See
-docs/lslu-math.md in the shared folder and book/method.md.
+so it is computed in one pass forward and one backward instead of 3n+1 elementwise passes, in one
+of two exact forms:
+
+* eager on the CPU, per layer: g(x) = c + s * (clamp(x, p, q) - p), with (c, s, p, q) and their
+  Jacobian computed on the host in Python floats (``_pieces_host``) and ATen's scalar-bound kernels;
+* everywhere else (CUDA, torch.compile, tracing, per-channel LSLU, or ``LSLU_CPU_FAST_PATH=0``):
+  g(x) = clamp(a * x + b, lo, hi), with (a, b, lo, hi) from a four-row recurrence of a few tensor
+  ops per step and a hand-written backward, batched over all LSLU layers of a model
+  (``share_clamp_parameters``).
+
+See lslu-math.md (shared project docs) and book/method.md for the derivation.
 """
 from __future__ import annotations
 
 import copy
 import math
+import os
 
 import torch
 import torch.nn as nn
@@ -33,6 +39,9 @@ __all__ = [
     "naive_series",
     "three_piece_parameters",
     "three_piece",
+    "clamp_parameters",
+    "clamp_affine",
+    "share_clamp_parameters",
     "reference_deploy_",
 ]
 
@@ -168,15 +177,18 @@ def _pieces_host(theta: list, omega: list):
 # computes (c, s, p, q) and their Jacobian in Python floats (_ScalarSeries) and uses ATen's
 # kernels with scalar bounds: one clamp forward; one pass for the masked gradient
 # (hardtanh_backward) and three reductions backward, no boolean masks, no work for the upper
-# end when it is +inf.  Per-channel LSLU reads only whether any upper end is finite.  Tests
-# switch the flag off to check the tensor path, which torch.compile, CUDA and tracing use
-# (no .item(), no data-dependent Python branches).
-_CPU_FAST_PATH = True
+# end when it is +inf.  Per-channel LSLU and every other device use the tensor path below.
+# LSLU_CPU_FAST_PATH=0 in the environment (or this flag, in tests) switches the fast path off, so
+# a CPU runs what torch.compile, CUDA and tracing run (no .item(), no data-dependent branches).
+def _fast_path_from_environment() -> bool:
+    value = os.environ.get("LSLU_CPU_FAST_PATH", "1").strip()
+    if value not in ("0", "1"):
+        raise ValueError(f"LSLU_CPU_FAST_PATH must be 0 (tensor path everywhere, as on a GPU) or 1 "
+                         f"(default), got {value!r}")
+    return value == "1"
 
 
-def _channel_sum(t: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
-    """Per-channel sums of an NCHW tensor, shape (1, C, 1, 1), accumulated in ``acc``."""
-    return t.sum(dim=(0, 2, 3), keepdim=True, dtype=acc)
+_CPU_FAST_PATH = _fast_path_from_environment()
 
 
 def _use_host_path(x: torch.Tensor, c: torch.Tensor) -> bool:
@@ -269,107 +281,162 @@ class _ScalarSeries(torch.autograd.Function):
         return grad_x, grad_theta, grad_omega
 
 
-class _ThreePiece(torch.autograd.Function):
-    """u = c + s * (clamp(x, p, q) - p) in one pass, with a fused backward.
+# ---------------------------------------------------------------------------------------------
+# The tensor path: g(x) = clamp(a * x + b, lo, hi)
+# ---------------------------------------------------------------------------------------------
+# CUDA, torch.compile and tracing cannot read theta/omega on the host, and building (c, s, p, q)
+# from them with tensor ops costs about a hundred tiny kernels per layer.  In OUTPUT space the
+# series composes in a few tensor ops per step, because relu and an affine map both act on the
+# ends of a clamp.  We never need to sort the ends: g is monotone, constant for x <= 0 (relu(x) = 0
+# there) and towards +inf, and equal to the affine composite a x + b (a = prod theta, b = the series
+# without its relus, at x = 0) wherever it is not constant (a nonzero slope needs every relu open).
+# So lo and hi are the min and max of g(0) and g(+inf), and ONE recurrence over four rows
+#     r = (a, b, g(0), g(+inf)),   r_0 = (1, 0, 0, +inf),
+#     r <- max(theta_i * r + omega_i * (0, 1, 1, 1),  (-inf, -inf, 0, 0))      (i = 1..n)
+# gives all four.  g(+inf) is NaN only when some theta_i = 0 meets the infinite row (0 * inf):
+# g is then constant, and fmin/fmax take g(0) for both ends.  Ties go to the ends (y == lo is "at
+# lo", as relu'(0) = 0 in the series), so gradients equal autograd through the series.
+_ROW_START = (1.0, 0.0, 0.0, math.inf)
+_ROW_FLOOR = (-math.inf, -math.inf, 0.0, 0.0)
+_ROW_OMEGA = (0.0, 1.0, 1.0, 1.0)
+_ROW_CONSTANTS: dict = {}
 
-    c, s, p, q are fp32 (fp64 for fp64 parameters) and either 0-dim or shaped (1, C, 1, 1); the
-    elementwise work runs in x's dtype, the reductions for the scalar gradients in fp32 (fp64).
 
-    Backward: grad_x = g * s * [p < x < q] and four sums over the batch (per channel for the
-    per-channel form): sum(g) for c, sum(g * (clamp(x, p, q) - p)) for s, s * sum(g [x > p])
-    for p and s * sum(g [x >= q]) for q.  With gi = g [p < x < q] they are sum(g), sum(gi),
-    sum(gi * (x - p)) and, only when q is finite, sum(g [x >= q]).  No reduction runs when
-    theta and omega need no gradient.
+def _row_constants(like: torch.Tensor, extra_dims: int):
+    """(start, floor, omega mask), shape (4, 1, ..., 1), on like's device and dtype; cached so
+    that a step creates no tensors (on CUDA each creation is a copy from the host)."""
+    key = (like.device, like.dtype, extra_dims)
+    if key not in _ROW_CONSTANTS:
+        shape = (4,) + (1,) * extra_dims
+        _ROW_CONSTANTS[key] = tuple(torch.tensor(v, dtype=like.dtype, device=like.device)
+                                    .view(shape) for v in (_ROW_START, _ROW_FLOOR, _ROW_OMEGA))
+    return _ROW_CONSTANTS[key]
+
+
+def _zero(like: torch.Tensor) -> torch.Tensor:
+    """A cached 0-dim zero on like's device and dtype."""
+    key = (like.device, like.dtype, "zero")
+    if key not in _ROW_CONSTANTS:
+        _ROW_CONSTANTS[key] = torch.zeros((), dtype=like.dtype, device=like.device)
+    return _ROW_CONSTANTS[key]
+
+
+class _ClampParameters(torch.autograd.Function):
+    """(theta, omega) of shape (n, *rest) -> P of shape (4, *rest), rows (a, b, lo, hi).
+
+    The backward is written by hand: the reverse of the recurrence (a mask and a product per
+    step, then two batched sums), instead of autograd through about twenty small ops.  It equals
+    autograd through the series everywhere except at a theta_i of exactly 0 (a measure-zero set
+    training never meets: g is then constant in x, the clamp form keeps no memory of the inputs
+    of step i, and the gradient for that theta_i is the series' gradient taken at x = 0; values
+    and all other gradients stay exact).  The CPU fast path has no such exception.
     """
 
     @staticmethod
-    def forward(ctx, x, c, s, p, q):
-        ctx.host = None
-        if _use_host_path(x, c):
-            if c.dim() == 0:
-                cf, sf, pf, qf = (float(t) for t in (c, s, p, q))
-                ctx.host = (sf, pf, qf)
-                u = _forward_host_scalar(x, cf, sf, pf, qf)
-            else:
-                # per channel: the host only learns whether any upper end is finite
-                finite_q = bool(torch.isfinite(q).any())
-                ctx.host = finite_q
-                cx, sx, px, qx = (t.to(x.dtype) for t in (c, s, p, q))
-                u = torch.clamp(x, min=px, max=qx if finite_q else None)
-                u = torch.addcmul(cx - sx * px, u, sx, out=u)
-        else:
-            cx, sx, px, qx = (t.to(x.dtype) for t in (c, s, p, q))
-            u = torch.addcmul(cx - sx * px, torch.clamp(x, px, qx), sx)
-        ctx.save_for_backward(x, s, p, q)
-        return u
+    def forward(ctx, theta, omega):
+        start, floor, omega_rows = _row_constants(theta, theta.dim() - 1)
+        steps = zip(theta.unbind(0), (omega.unsqueeze(1) * omega_rows).unbind(0))
+        rows, pres = [start], []
+        for t, w in steps:
+            pres.append(torch.addcmul(w, rows[-1], t))
+            rows.append(torch.maximum(pres[-1], floor))
+        a, b, g0, ginf = rows[-1].unbind(0)
+        rows[0] = start.expand_as(pres[0])  # the constant start row, for the stack below
+        ctx.save_for_backward(theta, torch.stack(rows[:-1]), torch.stack(pres), g0, ginf)
+        return torch.stack((a, b, torch.fmin(g0, ginf), torch.fmax(g0, ginf)))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        theta, rows, pres, g0, ginf = ctx.saved_tensors
+        grad_a, grad_b, grad_lo, grad_hi = grad.unbind(0)
+        # back through fmin/fmax: g(0) is the low end unless g(0) > g(+inf); both ends if NaN
+        swapped = g0 > ginf
+        zero = _zero(grad)
+        grad_g0 = torch.where(swapped, grad_hi, grad_lo) + \
+            torch.where(torch.isnan(ginf), grad_hi, zero)
+        grad_ginf = torch.where(swapped, grad_lo, grad_hi)  # NaN rows: stopped by `opened`
+        g = torch.stack((grad_a, grad_b, grad_g0, grad_ginf))
+        _, floor, _ = _row_constants(theta, theta.dim() - 1)
+        opened = pres > floor                       # where each relu passed its input on
+        grads = []
+        for i, t in reversed(list(enumerate(theta.unbind(0)))):
+            g = torch.where(opened[i], g, zero)
+            grads.append(g)
+            g = g * t
+        grads = torch.stack(grads[::-1])            # (n, 4, *rest): gradient at each step's output
+        # rows at +inf (or NaN) carry no gradient: their 0 * inf must count as 0
+        grad_theta = (grads * torch.nan_to_num(rows, nan=0.0, posinf=0.0)).sum(1)
+        grad_omega = grads[:, 1:].sum(1)
+        return grad_theta, grad_omega
+
+
+def clamp_parameters(theta: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    """P = (a, b, lo, hi) stacked, shape (4, *theta.shape[1:]): the series equals
+    clamp(a * x + b, lo, hi) for every x (lo <= hi, hi may be +inf).  Differentiable."""
+    if theta.shape != omega.shape:
+        raise ValueError(f"theta and omega must have the same shape, got {tuple(theta.shape)} "
+                         f"and {tuple(omega.shape)}")
+    return _ClampParameters.apply(theta, omega)
+
+
+class _ClampAffine(torch.autograd.Function):
+    """u = clamp(a * x + b, lo, hi) for x (N, C, H, W) and P (4,) or (4, C): one multiply-add
+    and one clamp forward; backward recomputes y = a x + b and needs one mask pass, grad_x and
+    four sums (per channel for the per-channel form), fp32 (fp64) accumulation."""
+
+    @staticmethod
+    def forward(ctx, x, pieces):
+        px = pieces if pieces.dtype == x.dtype else pieces.to(x.dtype)
+        if pieces.dim() == 2:
+            px = px.view(4, -1, 1, 1)
+        a, b, lo, hi = px.unbind(0)
+        ctx.save_for_backward(x, px)
+        ctx.acc = torch.float64 if pieces.dtype == torch.float64 else torch.float32
+        ctx.per_channel = pieces.dim() == 2
+        return torch.addcmul(b, x, a).clamp_(lo, hi)
 
     @staticmethod
     def backward(ctx, grad):
-        x, s, p, q = ctx.saved_tensors
-        need_x = ctx.needs_input_grad[0]
-        need_scalars = any(ctx.needs_input_grad[1:])
-        if not (need_x or need_scalars):
-            return None, None, None, None, None
-        if isinstance(ctx.host, tuple):
-            return _backward_host_scalar(ctx.host, grad, x, q.dtype, need_x, need_scalars)
-        if ctx.host is not None:
-            return _ThreePiece._backward_host_channel(ctx.host, grad, x, s, p, q, need_x,
-                                                     need_scalars)
-        return _ThreePiece._backward_tensor(grad, x, s, p, q, need_x, need_scalars)
-
-    @staticmethod
-    def _backward_host_channel(finite_q, grad, x, s, p, q, need_x, need_scalars):
-        acc = q.dtype
-        px = p.to(x.dtype)
-        if finite_q:
-            qx = q.to(x.dtype)
-            gi = grad * ((x > px) & (x < qx))
-            shifted = None
-        else:
-            # x - p > 0 <=> x > p exactly (a difference of floats is 0 only when they are equal)
-            shifted = x - px
-            gi = torch.ops.aten.threshold_backward(grad, shifted, 0)
-        grad_c = grad_s = grad_p = grad_q = None
-        if need_scalars:
-            grad_c = _channel_sum(grad, acc)
-            sum_inside = _channel_sum(gi, acc)
-            if shifted is not None:
-                grad_s = _channel_sum(shifted.mul_(gi), acc)  # sum(gi (x - p))
-                grad_p = -s * sum_inside
-                grad_q = torch.zeros_like(q)
+        x, px = ctx.saved_tensors
+        a, b, lo, hi = px.unbind(0)
+        y = torch.addcmul(b, x, a)
+        low, below_hi = y <= lo, y < hi
+        # a cached zero: torch.where with a Python 0 (or grad * mask) costs an extra kernel
+        zero = _zero(grad)
+        inside_grad = torch.where(below_hi > low, grad, zero)      # lo < y < hi
+        grad_x = inside_grad * a if ctx.needs_input_grad[0] else None
+        grad_pieces = None
+        if ctx.needs_input_grad[1]:
+            dims = (0, 2, 3) if ctx.per_channel else (0, 1, 2, 3)
+            # the four sums are written into one buffer (no stack: one kernel fewer per layer)
+            grad_pieces = torch.empty((4,) + px.shape[1:2], dtype=ctx.acc, device=x.device)
+            out = grad_pieces.unbind(0)
+            if not ctx.per_channel and inside_grad.dtype == ctx.acc == x.dtype \
+                    and inside_grad.stride() == x.stride() and _dense(x):
+                flat = (x.numel(),), (1,)                                           # a, one pass
+                torch.dot(inside_grad.as_strided(*flat), x.as_strided(*flat), out=out[0])
             else:
-                sum_high = _channel_sum(grad * (x >= qx), acc)
-                width = torch.where(torch.isfinite(q), q - p, torch.zeros_like(q))
-                grad_s = _channel_sum(gi * x, acc) - p * sum_inside + width * sum_high
-                grad_p = -s * (sum_inside + sum_high)
-                grad_q = torch.where(torch.isfinite(q), s * sum_high, torch.zeros_like(q))
-        grad_x = gi.mul_(s.to(x.dtype)) if need_x else None
-        return grad_x, grad_c, grad_s, grad_p, grad_q
+                torch.sum(inside_grad * x, dims, dtype=ctx.acc, out=out[0])          # a
+            torch.sum(inside_grad, dims, dtype=ctx.acc, out=out[1])                 # b
+            torch.sum(torch.where(low, grad, zero), dims, dtype=ctx.acc, out=out[2])  # lo (ties)
+            torch.sum(torch.where(below_hi | low, zero, grad), dims, dtype=ctx.acc,
+                      out=out[3])                                                   # hi: y >= hi > lo
+        return grad_x, grad_pieces
 
-    @staticmethod
-    def _backward_tensor(grad, x, s, p, q, need_x, need_scalars):
-        # The path torch.compile traces and CUDA runs eagerly (no host reads).  Every sum is a
-        # function of (grad, x) alone, so inductor computes them without intermediate tensors
-        # (on the CPU: one loop for sum(grad), one for the other three, one for grad_x).
-        px, qx, sx = p.to(x.dtype), q.to(x.dtype), s.to(x.dtype)
-        grad_c = grad_s = grad_p = grad_q = None
-        if need_scalars:
-            acc = q.dtype
-            total = _channel_sum if s.dim() > 0 else (lambda t, a: t.sum(dtype=a))
-            grad_c = total(grad, acc)
-            grad_s = total(grad * (torch.clamp(x, px, qx) - px), acc)
-            grad_p = -s * total(torch.where(x > px, grad, 0), acc)
-            grad_q = torch.where(torch.isfinite(q), s * total(torch.where(x >= qx, grad, 0), acc),
-                                 torch.zeros_like(q))
-        grad_x = torch.where((x > px) & (x < qx), grad * sx, 0) if need_x else None
-        return grad_x, grad_c, grad_s, grad_p, grad_q
+
+def clamp_affine(x: torch.Tensor, pieces: torch.Tensor) -> torch.Tensor:
+    """clamp(a * x + b, lo, hi) on an NCHW tensor, P from :func:`clamp_parameters`."""
+    return _ClampAffine.apply(x, pieces)
 
 
 def three_piece(x: torch.Tensor, c, s, p, q) -> torch.Tensor:
-    """Evaluate c + s * (clamp(x, p, q) - p) on an NCHW tensor (per-channel pieces: shape (C,))."""
+    """c + s * (clamp(x, p, q) - p) on an NCHW tensor (per-channel pieces: shape (C,)), with plain
+    autograd: the (c, s, p, q) form of the book's derivation, for plots and checks."""
     if c.dim() == 1:
         c, s, p, q = (t.view(1, -1, 1, 1) for t in (c, s, p, q))
-    return _ThreePiece.apply(x, c, s, p, q)
+    cx, sx, px, qx = (t.to(x.dtype) for t in (c, s, p, q))
+    return cx + sx * (torch.clamp(x, px, qx) - px)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -476,47 +543,111 @@ class LSLU(SeriesActivation):
         shape = (act_num, channels) if per_channel else (act_num,)
         self.theta = nn.Parameter(torch.ones(shape))
         self.omega = nn.Parameter(torch.zeros(shape))
-        # (c, s, p, q) frozen at deploy so inference does no scalar work per call
+        # P = (a, b, lo, hi) frozen at deploy so inference does no scalar work per call
         self.register_buffer("deploy_pieces", None)
+        # set by share_clamp_parameters' hook for one forward of the model (see there)
+        self._shared_pieces = None
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
         nn.init.ones_(self.theta)
         nn.init.zeros_(self.omega)
 
-    def pieces(self):
-        """(c, s, p, q): g(x) = c + s * (clamp(x, p, q) - p)."""
+    def no_weight_decay(self) -> set[str]:
+        """theta and omega shape the activation: no weight decay (as for PReLU)."""
+        return {"theta", "omega"}
+
+    def clamp_parameters(self) -> torch.Tensor:
+        """P = (a, b, lo, hi): g(x) = clamp(a * x + b, lo, hi)."""
         if self.deploy_pieces is not None:
-            return tuple(self.deploy_pieces.unbind(0))
-        return three_piece_parameters(self.theta, self.omega)
+            return self.deploy_pieces
+        return clamp_parameters(self.theta, self.omega)
+
+    def _uses_host_path(self, x: torch.Tensor) -> bool:
+        return not self.per_channel and self.theta.device.type == "cpu" \
+            and _use_host_path(x, self.theta)
 
     def elementwise(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.per_channel and _use_host_path(x, self.theta) \
-                and self.theta.device.type == "cpu":
+        shared, self._shared_pieces = self._shared_pieces, None
+        if self._uses_host_path(x):
             if self.deploy_pieces is None:
                 return _ScalarSeries.apply(x, self.theta, self.omega)
             if not (torch.is_grad_enabled() and x.requires_grad):
                 # deployed inference: the frozen pieces, no autograd node
-                return _forward_host_scalar(x, *self.deploy_pieces.tolist())
-        return three_piece(x, *self.pieces())
+                a, b, lo, hi = self.deploy_pieces.tolist()
+                return x.mul(a).add_(b).clamp_(lo, hi if math.isfinite(hi) else None)
+        if shared is None or self.deploy_pieces is not None:
+            shared = self.clamp_parameters()
+        return clamp_affine(x, shared)
 
     @torch.no_grad()
     def shape_function(self, x: torch.Tensor) -> torch.Tensor:
         """g(x) on a 1-D tensor of inputs, for plots: shape (len,) or (channels, len)."""
-        c, s, p, q = (t.unsqueeze(-1) for t in three_piece_parameters(self.theta, self.omega))
-        return c + s * (torch.minimum(torch.maximum(x, p), q) - p)
+        a, b, lo, hi = (t.unsqueeze(-1) for t in clamp_parameters(self.theta, self.omega))
+        return torch.minimum(torch.maximum(a * x + b, lo), hi)
 
     @torch.no_grad()
     def switch_to_deploy(self) -> None:
         if self.deployed:
             return
-        self.deploy_pieces = torch.stack(three_piece_parameters(self.theta, self.omega)).detach()
+        self.deploy_pieces = clamp_parameters(self.theta, self.omega).detach().clone()
         super().switch_to_deploy()
 
     reparameterize = switch_to_deploy
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", per_channel=True" if self.per_channel else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# One batched call per forward for all LSLU layers of a model
+# ---------------------------------------------------------------------------------------------
+# A model-level pre-forward hook stacks theta/omega of every LSLU layer that takes the tensor
+# path (per-layer: (n, L); per-channel: (n, sum C)) and computes all their clamp parameters in
+# one _ClampParameters call, so the ~40 small ops of the recurrence and its backward are paid
+# once per step instead of once per layer.  Each layer takes its slice once; the forward hook
+# drops leftovers, so nothing computed from old parameters outlives the forward.  Under
+# torch.compile or tracing the hook does nothing: each layer computes its own and the compiler
+# fuses them.  The hook takes the model as its argument, so deep copies (EMA) stay correct.
+def _share_pieces_pre_hook(model: nn.Module, args) -> None:
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return
+    x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+    groups: dict = {}
+    for m in model.modules():
+        if isinstance(m, LSLU) and m.deploy_pieces is None:
+            m._shared_pieces = None
+            if x is not None and m._uses_host_path(x):
+                continue
+            key = (m.act_num, m.per_channel, m.theta.device, m.theta.dtype)
+            groups.setdefault(key, []).append(m)
+    for (_, per_channel, _, _), layers in groups.items():
+        if len(layers) < 2:
+            continue
+        if per_channel:
+            theta = torch.cat([m.theta for m in layers], 1)
+            omega = torch.cat([m.omega for m in layers], 1)
+            pieces = _ClampParameters.apply(theta, omega).split([m.channels for m in layers], 1)
+        else:
+            theta = torch.stack([m.theta for m in layers], 1)
+            omega = torch.stack([m.omega for m in layers], 1)
+            pieces = _ClampParameters.apply(theta, omega).unbind(1)
+        for m, p in zip(layers, pieces):
+            m._shared_pieces = p
+
+
+def _share_pieces_post_hook(model: nn.Module, args, output) -> None:
+    for m in model.modules():
+        if isinstance(m, LSLU):
+            m._shared_pieces = None
+
+
+def share_clamp_parameters(model: nn.Module) -> nn.Module:
+    """Compute the clamp parameters of all LSLU layers of ``model`` in one call per forward
+    (exactly the same values as layer by layer).  The models of :mod:`lslu.models` do this."""
+    model.register_forward_pre_hook(_share_pieces_pre_hook)
+    model.register_forward_hook(_share_pieces_post_hook)
+    return model
 
 
 @torch.no_grad()
@@ -580,6 +711,10 @@ class AconC(nn.Module):
         nn.init.zeros_(self.p2)
         nn.init.ones_(self.beta)
 
+    def no_weight_decay(self) -> set[str]:
+        """p1, p2 and beta shape the activation: no weight decay (as for PReLU)."""
+        return {"p1", "p2", "beta"}
+
     def forward(self, x):
         d = (self.p1 - self.p2) * x
         return d * torch.sigmoid(self.beta * d) + self.p2 * x
@@ -598,6 +733,10 @@ class SwishBeta(nn.Module):
 
     def reset_parameters(self):
         nn.init.ones_(self.beta)
+
+    def no_weight_decay(self) -> set[str]:
+        """beta shapes the activation: no weight decay (as for PReLU)."""
+        return {"beta"}
 
     def forward(self, x):
         return x * torch.sigmoid(self.beta * x)
@@ -630,11 +769,7 @@ def make_activation(name: str, channels: int, act_num: int = 3) -> nn.Module:
     check_activation(name)
     _check_channels(channels)
     _check_act_num(act_num)
-    return ACTIVATIONS[name](channels, act_num)
-
-
-def deepcopy_deployed(model: nn.Module) -> nn.Module:
-    """A deployed copy of ``model`` (the original is left as it is)."""
-    deployed = copy.deepcopy(model).eval()
-    deployed.switch_to_deploy()
-    return deployed
+    module = ACTIVATIONS[name](channels, act_num)
+    # the mark by which lslu.probes finds every activation of a model, whatever its type
+    module.is_activation = True
+    return module

@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -36,11 +37,11 @@ from typing import Iterable
 
 import yaml
 
-__all__ = ["toc_files", "PROFILES_DIR", "available_profiles", "load_profile", "notebook_parameters",
-           "find_notebooks", "execute", "baselines", "hardware_description",
-           "NotebookExecutionError", "main"]
+__all__ = ["toc_files", "PROFILES_DIR", "find_profiles_dir", "available_profiles", "load_profile",
+           "profile_values", "notebook_parameters", "find_notebooks", "execute", "baselines",
+           "hardware_description", "resolve_results_dir_env", "NotebookExecutionError", "main"]
 
-#: ``profiles/`` at the repository root (the package is installed editable, see README).
+#: ``profiles/`` of the checkout this package runs from (the last place find_profiles_dir looks).
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 KERNEL_NAME = "python3"
 _PROFILE_KEYS = {"description", "defaults", "notebooks"}
@@ -73,20 +74,45 @@ def toc_files(root: str | os.PathLike) -> list[str]:
 
 
 # --------------------------------------------------------------------------------- profiles
+def find_profiles_dir(profiles_dir: str | os.PathLike | None = None) -> Path:
+    """The profiles folder of the repository being worked on.
+
+    ``profiles_dir`` if given, else ``$LSLU_PROFILES_DIR``, else ``./profiles`` of the working
+    directory, else the ``profiles/`` of the checkout this package was imported from. A folder
+    given explicitly (argument or variable) must exist; ValueError when none is found.
+    """
+    for given, what in ((profiles_dir, "profiles_dir"),
+                        (os.environ.get("LSLU_PROFILES_DIR") or None, "LSLU_PROFILES_DIR")):
+        if given is not None:
+            d = Path(given).expanduser()
+            if not d.is_dir():
+                raise ValueError(f"{what} {str(given)!r} is not a folder (it should hold the "
+                                 f"profiles <name>.yaml)")
+            return d.resolve()
+    for d in (Path.cwd() / "profiles", PROFILES_DIR):
+        if d.is_dir():
+            return d.resolve()
+    raise ValueError("no profiles folder found: run from the repository root (./profiles), or "
+                     "pass --profiles-dir / set LSLU_PROFILES_DIR")
+
+
 def available_profiles(profiles_dir: str | os.PathLike | None = None) -> list[str]:
-    """Names of the profiles in ``profiles_dir`` (default: the repository's ``profiles/``)."""
-    d = Path(profiles_dir) if profiles_dir is not None else PROFILES_DIR
-    return sorted(p.stem for p in d.glob("*.yaml"))
+    """Names of the profiles in ``profiles_dir`` (default: find_profiles_dir())."""
+    return sorted(p.stem for p in find_profiles_dir(profiles_dir).glob("*.yaml"))
 
 
-def load_profile(name: str, profiles_dir: str | os.PathLike | None = None) -> dict:
-    """Load and validate ``profiles/<name>.yaml``.
+def load_profile(name: str, profiles_dir: str | os.PathLike | None = None,
+                 notebooks_dir: str | os.PathLike | None = None) -> dict:
+    """Load and validate ``<profiles_dir>/<name>.yaml`` (profiles_dir: see find_profiles_dir).
 
     Returns a dict with ``name``, ``description`` (str), ``defaults`` (dict) and ``notebooks``
     (dict of stem -> dict).  Raises ``ValueError`` naming the valid profiles if ``name`` is
-    unknown, or describing the problem if the file is malformed.
+    unknown, or describing the problem if the file is malformed. With ``notebooks_dir``, a key
+    that would be dropped silently is an error too: a default that no notebook declares (a
+    misspelled ``epoch``), an entry for a notebook that does not exist, an override that its
+    notebook does not declare.
     """
-    d = Path(profiles_dir) if profiles_dir is not None else PROFILES_DIR
+    d = find_profiles_dir(profiles_dir)
     valid = available_profiles(d)
     if name not in valid:
         raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(valid) or '(none)'}"
@@ -110,12 +136,54 @@ def load_profile(name: str, profiles_dir: str | os.PathLike | None = None) -> di
     if not isinstance(notebooks, dict) or not all(isinstance(v, dict) or v is None
                                                   for v in notebooks.values()):
         raise ValueError(f"{path.name}: 'notebooks' must map notebook stems to mappings")
-    return {"name": name, "description": description.strip(), "defaults": dict(defaults),
-            "notebooks": {str(k): dict(v or {}) for k, v in notebooks.items()}}
+    prof = {"name": name, "description": description.strip(), "defaults": dict(defaults),
+            "notebooks": {str(k): dict(v or {}) for k, v in notebooks.items()},
+            "path": str(path)}
+    if notebooks_dir is not None:
+        _check_profile_keys(prof, path, notebooks_dir)
+    return prof
 
 
-def _as_profile(profile: str | dict) -> dict:
-    return load_profile(profile) if isinstance(profile, str) else profile
+def _check_profile_keys(prof: dict, path: Path, notebooks_dir: str | os.PathLike) -> None:
+    """ValueError for a key of the profile that no notebook in ``notebooks_dir`` would receive."""
+    declared = {p.stem: set(declared_parameters(p)) for p in find_notebooks(notebooks_dir)}
+    if not declared:
+        raise ValueError(f"no notebooks found in {notebooks_dir}")
+    stems = sorted(declared)
+    unknown = sorted(set(prof["notebooks"]) - set(declared))
+    if unknown:
+        raise ValueError(f"{path.name}: 'notebooks' has entries for {unknown}, which are not "
+                         f"notebooks in {notebooks_dir} ({', '.join(stems)})")
+    anywhere = set().union(*declared.values())
+    unused = sorted(set(prof["defaults"]) - anywhere)
+    if unused:
+        raise ValueError(f"{path.name}: 'defaults' has {unused}, which no notebook declares "
+                         f"(declared: {', '.join(sorted(anywhere))})")
+    for stem, overrides in prof["notebooks"].items():
+        bad = sorted(set(overrides) - declared[stem])
+        if bad:
+            raise ValueError(f"{path.name}: 'notebooks: {stem}' sets {bad}, which {stem} does not "
+                             f"declare (it declares: {', '.join(sorted(declared[stem]))})")
+
+
+def _as_profile(profile: str | dict, notebooks_dir: str | os.PathLike | None = None,
+                profiles_dir: str | os.PathLike | None = None) -> dict:
+    if isinstance(profile, str):
+        return load_profile(profile, profiles_dir, notebooks_dir)
+    return profile
+
+
+def profile_values(profile: dict, stem: str, declared: Iterable[str]) -> dict:
+    """What a loaded ``profile`` gives the notebook ``stem`` declaring ``declared``: its
+    ``defaults`` overridden by ``notebooks[stem]``, restricted to the declared names, and
+    ``profile`` (the profile's name) when declared. Used to run a notebook and, in the summary,
+    to recognise the headlines a notebook saved when it ran with this profile."""
+    declared = set(declared)
+    merged = {**profile.get("defaults", {}), **(profile.get("notebooks", {}).get(stem) or {})}
+    values = {k: v for k, v in merged.items() if k in declared}
+    if "profile" in declared and profile.get("name") is not None:
+        values["profile"] = profile["name"]
+    return values
 
 
 def declared_parameters(notebook_path: str | os.PathLike) -> dict:
@@ -141,11 +209,7 @@ def notebook_parameters(profile: str | dict, notebook_path: str | os.PathLike) -
         raise ValueError(
             f"profile {prof.get('name')!r} overrides {undeclared} for {path.stem}, which declares "
             f"only {sorted(declared) or '(no parameters)'} in its 'parameters' cell")
-    merged = {**prof.get("defaults", {}), **overrides}
-    params = {k: v for k, v in merged.items() if k in declared}
-    if "profile" in declared and prof.get("name") is not None:
-        params["profile"] = prof["name"]
-    return params
+    return profile_values(prof, path.stem, declared)
 
 
 # ------------------------------------------------------------------------------- notebooks
@@ -255,7 +319,12 @@ def _add_profile_note(out_path: Path, prof: dict, seconds: float, hw: dict) -> N
     nb = nbformat.read(str(out_path), as_version=4)
     pos = 1 if nb.cells else 0
     for i, c in enumerate(nb.cells):
-        if "injected-parameters" in c.get("metadata", {}).get("tags", []):
+        tags = c.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags:
+            # the reader sees the notebook's own parameters cell and the note below; a second,
+            # near-identical block would only confuse (myst-nb drops cells tagged remove-cell)
+            if "remove-cell" not in tags:
+                c.metadata["tags"] = [*tags, "remove-cell"]
             pos = i + 1
             break
     text = (f"> **Profile `{prof['name']}`.** {prof['description']}  \n"
@@ -264,6 +333,37 @@ def _add_profile_note(out_path: Path, prof: dict, seconds: float, hw: dict) -> N
     cell = nbformat.v4.new_markdown_cell(text, metadata={"tags": ["lslu-profile-note"]})
     nb.cells.insert(pos, cell)
     nbformat.write(nb, str(out_path))
+
+
+def resolve_results_dir_env() -> str | None:
+    """Make a relative ``$LSLU_RESULTS_DIR`` absolute, against the working directory the command
+    was started in, and return it (None when unset).
+
+    The notebooks run with the notebooks folder as working directory; resolved there, a relative
+    folder would be another cache than the one the CLI (``python -m lslu train``) uses from the
+    repository root, and every run would be trained twice.
+    """
+    value = os.environ.get("LSLU_RESULTS_DIR")
+    if not value:
+        return None
+    resolved = str(Path(value).expanduser().resolve())
+    os.environ["LSLU_RESULTS_DIR"] = resolved  # inherited by every kernel started from here
+    return resolved
+
+
+@contextlib.contextmanager
+def _environ(values: dict):
+    """Set the environment variables in ``values`` (None: leave as is) for the block only."""
+    saved = {k: os.environ.get(k) for k, v in values.items() if v is not None}
+    os.environ.update({k: v for k, v in values.items() if v is not None})
+    try:
+        yield
+    finally:
+        for k, old in saved.items():
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
 
 
 def _show(path: Path) -> str:
@@ -325,25 +425,24 @@ def _run_one(src: Path, dst: Path, parameters: dict | None, cwd: Path) -> float:
 
 def execute(profile: str | dict, only: Iterable[str] | None = None,
             out_dir: str | os.PathLike = "book/executed",
-            notebooks_dir: str | os.PathLike = "notebooks") -> dict:
+            notebooks_dir: str | os.PathLike = "notebooks",
+            profiles_dir: str | os.PathLike | None = None) -> dict:
     """Execute the notebooks with ``profile``'s parameters into ``out_dir`` for the book.
 
     Notebooks run sorted by name, one kernel each, with the notebooks directory as working
     directory.  Writes ``out_dir/run_log.json`` and returns its content.  On the first failure,
     prints which notebook failed and where its partial copy is, records it in the log and raises
-    ``NotebookExecutionError``.
+    ``NotebookExecutionError``. ``profile`` is a name (looked up with find_profiles_dir) or a
+    loaded profile; its keys are checked against the notebooks before any notebook runs.
     """
-    prof = _as_profile(profile)
     nb_dir = Path(notebooks_dir).resolve()
     out = Path(out_dir)
     notebooks = find_notebooks(nb_dir, only)
     if not notebooks:
         raise ValueError(f"no notebooks found in {notebooks_dir}")
-    stems = {p.stem for p in find_notebooks(nb_dir)}
-    typos = sorted(set(prof["notebooks"]) - stems)
-    if typos:
-        raise ValueError(f"profile {prof['name']!r} has overrides for {typos}, which are not "
-                         f"notebooks in {notebooks_dir} ({', '.join(sorted(stems))})")
+    prof = _as_profile(profile, nb_dir, profiles_dir)
+    if not isinstance(profile, str):  # a profile loaded without notebooks: check its keys here
+        _check_profile_keys(prof, Path(prof.get("path") or f"{prof['name']}.yaml"), nb_dir)
     check_kernel()
     check_matplotlib_backend(notebooks)
     params = {p.stem: notebook_parameters(prof, p) for p in notebooks}  # validate all first
@@ -359,31 +458,55 @@ def execute(profile: str | dict, only: Iterable[str] | None = None,
         except (OSError, ValueError):
             pass
     hw = hardware_description()
+    results_dir = resolve_results_dir_env()
     log.update(started=datetime.now(timezone.utc).isoformat(timespec="seconds"), hardware=hw,
-               results_dir=_home_relative(os.environ.get("LSLU_RESULTS_DIR")))
+               results_dir=_home_relative(results_dir))
 
     def write_log():
         log["total_seconds"] = round(sum(v.get("seconds", 0.0) for v in log["notebooks"].values()), 1)
         log_path.write_text(json.dumps(log, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
+    # The kernels inherit the environment: the summary notebook finds this very profile.
+    kernel_env = {"LSLU_PROFILES_DIR": str(Path(prof["path"]).parent) if prof.get("path") else None}
     print(f"profile {prof['name']}: {len(notebooks)} notebook(s) -> {out}", flush=True)
     t_all = time.perf_counter()
+    runs_before = _stored_runs()
     for src in notebooks:
         dst = out / src.name
         try:
-            seconds = _run_one(src, dst.resolve(), params[src.stem], nb_dir)
+            with _environ(kernel_env):
+                seconds = _run_one(src, dst.resolve(), params[src.stem], nb_dir)
         except NotebookExecutionError as exc:
             log["notebooks"][src.stem] = {"status": "failed", "parameters": params[src.stem]}
             write_log()
             print(exc, file=sys.stderr, flush=True)
             raise
+        except BaseException as exc:  # Ctrl-C, SIGTERM (see main): the log still says so
+            log["notebooks"][src.stem] = {"status": "interrupted", "parameters": params[src.stem],
+                                          "reason": type(exc).__name__}
+            write_log()
+            raise
         _add_profile_note(dst, prof, seconds, hw)
+        trained = len(_stored_runs() - runs_before)
+        runs_before = _stored_runs()
         log["notebooks"][src.stem] = {"status": "ok", "seconds": round(seconds, 1),
-                                      "parameters": params[src.stem]}
-        print(f"  {src.stem:<32s} {seconds:8.1f} s", flush=True)
+                                      "trained_runs": trained, "parameters": params[src.stem]}
+        # the kernels show no progress bars (lslu.train.show_progress): this line is the progress
+        what = f"trained {_plural(trained, 'new run')}" if trained else "nothing trained (all loaded)"
+        print(f"  {src.stem:<32s} {seconds:8.1f} s  {what}", flush=True)
     write_log()
     print(f"done in {time.perf_counter() - t_all:.1f} s; log: {log_path}", flush=True)
     return log
+
+
+def _stored_runs() -> set[str]:
+    """Run ids with a finished result in the store the kernels use (new ones were trained)."""
+    from .results import default_results_dir
+    return {p.stem for p in (default_results_dir() / "runs").glob("*.json")}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def _strip_run_metadata(path: Path) -> None:
@@ -411,6 +534,7 @@ def baselines(only: Iterable[str] | None = None, notebooks_dir: str | os.PathLik
         raise ValueError(f"no notebooks found in {notebooks_dir}")
     check_kernel()
     check_matplotlib_backend(notebooks)
+    resolve_results_dir_env()
     times = {}
     for src in notebooks:
         seconds = _run_one(src, src, None, nb_dir)  # a failure leaves the partial in place
@@ -426,12 +550,18 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m lslu.book",
         description="Execute the notebooks for the Jupyter Book (see profiles/*.yaml).")
     sub = p.add_subparsers(dest="command", required=True)
-    profiles = available_profiles()
+    try:
+        profiles = ", ".join(available_profiles())
+    except ValueError:  # no profiles folder here: --help must still work
+        profiles = "(no profiles folder found)"
     e = sub.add_parser("execute", help="execute notebooks with a profile into book/executed/",
                        description="Execute notebooks/*.ipynb with a profile's parameters into "
                                    "OUT_DIR for the book, and write OUT_DIR/run_log.json.")
     e.add_argument("--profile", default="smoke",
-                   help=f"profile name, one of: {', '.join(profiles)} (default: smoke)")
+                   help=f"profile name, one of: {profiles} (default: smoke)")
+    e.add_argument("--profiles-dir", help="folder of the profiles <name>.yaml (default: "
+                                          "$LSLU_PROFILES_DIR, else ./profiles, else the "
+                                          "checkout's profiles/)")
     e.add_argument("--only", nargs="+", metavar="NOTEBOOK",
                    help="notebook stems to execute (default: all), e.g. 01_lslu_function")
     e.add_argument("--out-dir", default="book/executed", help="default: book/executed")
@@ -445,19 +575,36 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that execute() records it in run_log.json on its way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.command == "execute":
             execute(args.profile, only=args.only, out_dir=args.out_dir,
-                    notebooks_dir=args.notebooks_dir)
+                    notebooks_dir=args.notebooks_dir, profiles_dir=args.profiles_dir)
         else:
             baselines(only=args.only, notebooks_dir=args.notebooks_dir)
     except NotebookExecutionError:
         return 1  # already reported
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        where = ("; the notebook that was running is marked 'interrupted' in "
+                 f"{Path(args.out_dir) / 'run_log.json'}" if args.command == "execute" else "")
+        print(f"interrupted ({'SIGTERM' if isinstance(exc, Terminated) else 'Ctrl-C'}){where}",
+              file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

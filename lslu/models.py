@@ -11,9 +11,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .activations import check_activation, make_activation, _fold_bn
+from .activations import check_activation, make_activation, share_clamp_parameters, _fold_bn
 
-__all__ = ["MODELS", "build_model", "VanillaNet", "ResNet18", "no_weight_decay_parameters",
+__all__ = ["MODELS", "VANILLANET_MODELS", "RESNET_MODELS", "DROPOUT_PLACEMENTS", "build_model",
+           "check_input_size", "VanillaNet", "ResNet18", "no_weight_decay_parameters",
            "param_groups", "lslu_layers", "count_parameters"]
 
 # stem width first, then one width per stage; strides per stage
@@ -29,6 +30,9 @@ _VANILLA = {
     "vanillanet_13": ([512, 512, 1024] + [2048] * 7 + [4096] * 2,
                       [1, 2, 2, 1, 1, 1, 1, 1, 1, 2, 1]),
     "vanillanet_5_x0_25": ([128, 256, 512, 1024], [2, 2, 2]),
+    # the reference's widest model: vanillanet_13 with every width x1.5
+    "vanillanet_13_x1_5": ([768, 768, 1536] + [3072] * 7 + [6144] * 2,
+                           [1, 2, 2, 1, 1, 1, 1, 1, 1, 2, 1]),
 }
 
 # The activation a model uses when it is not given LSLU: VanillaNet's own series activation,
@@ -36,6 +40,10 @@ _VANILLA = {
 BASELINE_ACTIVATION = {name: "series" for name in _VANILLA}
 BASELINE_ACTIVATION.update({"resnet18": "relu", "resnet18_cifar": "relu"})
 MODELS = tuple(BASELINE_ACTIVATION)
+# Each model's family, by which code that holds only a model's name tells the families apart
+# (not by the name's prefix): VanillaNet has a deep-training lambda and one dropout, ResNet not.
+VANILLANET_MODELS = tuple(_VANILLA)
+RESNET_MODELS = ("resnet18", "resnet18_cifar")
 
 
 def _lambda_relu(x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -107,6 +115,7 @@ class VanillaNet(nn.Module):
         self.register_buffer("lam", torch.tensor(1.0))
         self.deployed = False
         self.apply(self._init_weights)
+        share_clamp_parameters(self)  # all LSLU layers' pieces in one call per forward
 
     @staticmethod
     def _init_weights(m):
@@ -161,9 +170,34 @@ class VanillaNet(nn.Module):
     reparameterize = switch_to_deploy
 
 
+def check_input_size(name: str, input_size: int) -> None:
+    """ValueError unless ``name`` can take input_size x input_size images. A VanillaNet's stem
+    (stride 4) and max-pools floor the feature map; it must keep at least 1 pixel to the end.
+    ResNet18's padded convs and pool keep >= 1 pixel for any size."""
+    if name not in _VANILLA:
+        return
+    size = input_size // 4
+    for stride in _VANILLA[name][1]:
+        size //= stride
+    if size < 1:
+        smallest = 4
+        for stride in _VANILLA[name][1]:
+            smallest *= stride
+        raise ValueError(f"input_size {input_size} is too small for {name}: its stem and "
+                         f"max-pools shrink images by {smallest}x; use input_size >= {smallest}")
+
+
+DROPOUT_PLACEMENTS = ("ours", "reference")
+
+
 class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride, activation, act_num, drop_rate):
+    """conv-BN-act-conv-BN + shortcut, act. ``placement`` says where ``self.dropout`` acts:
+    "ours" after the first activation, "reference" (the reference code) after the second BN,
+    on the residual branch just before the addition."""
+
+    def __init__(self, cin, cout, stride, activation, act_num, drop_rate, placement="ours"):
         super().__init__()
+        self.placement = placement
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
         self.act1 = make_activation(activation, cout, act_num)
@@ -177,19 +211,25 @@ class BasicBlock(nn.Module):
         self.act2 = make_activation(activation, cout, act_num)
 
     def forward(self, x):
-        out = self.dropout(self.act1(self.bn1(self.conv1(x))))
+        out = self.act1(self.bn1(self.conv1(x)))
+        if self.placement == "ours":
+            out = self.dropout(out)
         out = self.bn2(self.conv2(out))
+        if self.placement == "reference":
+            out = self.dropout(out)
         return self.act2(out + self.shortcut(x))
 
 
 class ResNet18(nn.Module):
     """ResNet18. ``activation`` goes after the stem (as in the reference code); with
     ``act_everywhere=True`` it also replaces every ReLU in the blocks. ``cifar_stem`` uses a 3x3
-    stride-1 stem without max-pool for 32 px inputs. ``drop_rate`` is a dropout inside each block.
+    stride-1 stem without max-pool for 32 px inputs. ``drop_rate`` is a dropout inside each block;
+    ``dropout_placement="reference"`` puts it where the reference code has its (fixed 0.05)
+    dropout: after each block's second BN, and before the final fc (``self.head_dropout``).
     """
 
     def __init__(self, num_classes=1000, activation="lslu", act_num=3, drop_rate=0.0,
-                 act_everywhere=False, cifar_stem=False):
+                 act_everywhere=False, cifar_stem=False, dropout_placement="ours"):
         super().__init__()
         self.activation, self.act_num = activation, act_num
         if cifar_stem:
@@ -203,17 +243,22 @@ class ResNet18(nn.Module):
         layers, cin = [], 64
         for cout, stride in [(64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
                              (512, 1)]:
-            layers.append(BasicBlock(cin, cout, stride, block_act, act_num, drop_rate))
+            layers.append(BasicBlock(cin, cout, stride, block_act, act_num, drop_rate,
+                                     dropout_placement))
             cin = cout
         self.layers = nn.Sequential(*layers)
+        # ours has no head dropout; an Identity keeps the forward one line for both placements
+        self.head_dropout = (nn.Dropout(drop_rate) if dropout_placement == "reference"
+                             else nn.Identity())
         self.fc = nn.Linear(512, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and m.groups == 1:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        share_clamp_parameters(self)  # all LSLU layers' pieces in one call per forward
 
     def forward(self, x):
         x = self.layers(self.stem(x))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.fc(self.head_dropout(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)))
 
     def change_act(self, lam: float) -> None:
         """ResNet has no deep-training lambda; accepted so one training loop drives both."""
@@ -228,8 +273,17 @@ class ResNet18(nn.Module):
 
 
 def build_model(name: str, num_classes: int, activation: str | None = "lslu", act_num: int = 3,
-                drop_rate: float = 0.0, act_everywhere: bool = False) -> nn.Module:
-    """Build a model by name; ``activation=None`` gives the model's baseline activation."""
+                drop_rate: float = 0.0, act_everywhere: bool = False,
+                dropout_placement: str = "ours") -> nn.Module:
+    """Build a model by name; ``activation=None`` gives the model's baseline activation.
+
+    ``dropout_placement`` (ResNet18): "ours" (inside each block, after the first activation) or
+    "reference" (after each block's second BN and before the fc, as the reference code). A
+    VanillaNet has one dropout, before its classifier, in both: there the reference's and ours
+    are the same place."""
+    if dropout_placement not in DROPOUT_PLACEMENTS:
+        raise ValueError(f"dropout_placement must be one of {', '.join(DROPOUT_PLACEMENTS)}, "
+                         f"got {dropout_placement!r}")
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
     activation = BASELINE_ACTIVATION[name] if activation is None else check_activation(activation)
@@ -239,28 +293,26 @@ def build_model(name: str, num_classes: int, activation: str | None = "lslu", ac
         raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
     if isinstance(act_num, bool) or not isinstance(act_num, int) or act_num < 1:
         raise ValueError(f"act_num must be an integer >= 1, got {act_num!r}")
-    if name.startswith("vanillanet"):
+    if name in VANILLANET_MODELS:
         if act_everywhere:
             raise ValueError("act_everywhere applies to resnet18 models only")
         dims, strides = _VANILLA[name]
         return VanillaNet(dims, strides, num_classes, activation, act_num, drop_rate)
     return ResNet18(num_classes, activation, act_num, drop_rate, act_everywhere,
-                    cifar_stem=(name == "resnet18_cifar"))
-
-
-# Parameters that shape an activation are kept out of weight decay, as for PReLU.
-_ACTIVATION_PARAMETER_NAMES = ("theta", "omega", "p1", "p2", "beta")
+                    cifar_stem=(name == "resnet18_cifar"), dropout_placement=dropout_placement)
 
 
 def no_weight_decay_parameters(model: nn.Module) -> list[str]:
-    """Names of parameters to keep out of weight decay: 1-D ones (BN, biases, scalar theta/omega)
-    and every activation-shape parameter (theta/omega per channel, PReLU, ACON, Swish beta)."""
+    """Names of parameters to keep out of weight decay: 1-D ones (BN, biases, scalar theta/omega),
+    PReLU's weight, and those a module names in its ``no_weight_decay()`` (timm's convention: the
+    parameters that shape an activation, e.g. LSLU's theta/omega), so that a new activation
+    declares its own and no list here needs to know it."""
     names = []
-    for name, p in model.named_parameters():
-        leaf = name.rsplit(".", 1)[-1]
-        owner = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-        if p.ndim <= 1 or leaf in _ACTIVATION_PARAMETER_NAMES or isinstance(owner, nn.PReLU):
-            names.append(name)
+    for module_name, module in model.named_modules():
+        own = module.no_weight_decay() if hasattr(module, "no_weight_decay") else set()
+        for leaf, p in module.named_parameters(recurse=False):
+            if p.ndim <= 1 or leaf in own or isinstance(module, nn.PReLU):
+                names.append(f"{module_name}.{leaf}" if module_name else leaf)
     return names
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import numbers
 import os
 import platform
 import random
@@ -26,14 +27,18 @@ import torch.nn.functional as F
 
 from . import data as data_lib
 from .activations import ACTIVATIONS, LSLU
-from .models import BASELINE_ACTIVATION, MODELS, build_model, count_parameters, lslu_layers, \
-    param_groups
+from .models import BASELINE_ACTIVATION, DROPOUT_PLACEMENTS, MODELS, RESNET_MODELS, build_model, \
+    check_input_size, count_parameters, lslu_layers, param_groups
+from .probes import compute_probes
 from .results import ResultsStore, RunResult, atomic_torch_save, config_hash
 
-__all__ = ["TrainConfig", "train", "run_grid", "OPTIMIZERS", "hardware_info", "load_model",
-           "count_flops", "resolve_device"]
+__all__ = ["TrainConfig", "train", "run_grid", "show_progress", "OPTIMIZERS", "hardware_info",
+           "load_model",
+           "count_flops", "resolve_device", "reference_best"]
 
 OPTIMIZERS = ("lamb", "adamw", "sgd")
+# TrainConfig fields that never enter a run id (TrainConfig.identity says why)
+_NOT_IDENTITY = ("device",)
 
 
 @dataclass
@@ -58,6 +63,9 @@ class TrainConfig:
     min_lr: float = 1e-6
     decay_epochs: int = 0                 # lambda 0 -> 1 over these epochs; 0: lambda = 1 throughout
     drop_rate: float = 0.0
+    # resnet18: "ours" (in each block after the first activation) or "reference" (after each
+    # block's second BN and before the fc, as the reference code); same place for VanillaNet
+    dropout_placement: str = "ours"
     mixup: float = 0.0
     cutmix: float = 0.0
     smoothing: float = 0.0
@@ -66,6 +74,10 @@ class TrainConfig:
     random_erasing: float = 0.0
     crop_padding: int | None = None       # None: stored size // 8
     flip: bool = True
+    # "ours": pad-and-crop at the stored size, bilinear resize, the dataset's mean/std.
+    # "reference": the reference code's transforms (lslu.data.DeviceLoader says which)
+    pipeline: str = "ours"
+    lamb_eps: float = 1e-6                # LAMB's eps: timm's default; the reference code 1e-8
     ema_decay: float = 0.0                # 0: no EMA
     amp: bool = True                      # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True
@@ -87,10 +99,13 @@ class TrainConfig:
         """The reference code's recipe (VanillaNet's ImageNet recipe; paper.md): 224 px, 300
         epochs, LAMB lr 3.5e-3 wd 0.35, 5 warm-up epochs, cosine to 1e-6, dropout 0.05,
         RandAugment, mixup 0.1 / cutmix 1.0, smoothing 0.1, BCE, random erasing 0.25, EMA
-        0.99996, lambda over 100 epochs. Effective batch 800."""
+        0.99996, lambda over 100 epochs. Effective batch 800. Also the reference's dropout
+        placement (ResNet18), its data pipeline (random-resized crops, resize + center crop for
+        evaluation, ImageNet mean/std) and LAMB eps 1e-8."""
         recipe = dict(model="vanillanet_5", dataset="cifar100", input_size=224, epochs=300,
                       batch_size=800, optimizer="lamb", lr=3.5e-3, weight_decay=0.35,
                       warmup_epochs=5, min_lr=1e-6, decay_epochs=100, drop_rate=0.05,
+                      dropout_placement="reference", pipeline="reference", lamb_eps=1e-8,
                       rand_augment="rand-m7-mstd0.5-inc1", mixup=0.1, cutmix=1.0, smoothing=0.1,
                       bce=True, random_erasing=0.25, ema_decay=0.99996)
         recipe.update(overrides)
@@ -109,21 +124,55 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0.0 <= self.drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
-        if self.lr <= 0 or self.min_lr < 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
-            raise ValueError("lr must be > 0; min_lr, weight_decay and warmup_epochs >= 0")
-        if self.decay_epochs < 0 or self.patience < 0:
-            raise ValueError("decay_epochs and patience must be >= 0")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        # every number must be a finite real: NaN passes every comparison below unnoticed
+        for name in ("lr", "min_lr", "weight_decay", "momentum", "warmup_epochs", "drop_rate",
+                     "mixup", "cutmix", "smoothing", "random_erasing", "ema_decay", "lamb_eps",
+                     "val_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                    or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        for name in ("decay_epochs", "patience", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"min_lr must be in [0, lr={self.lr!r}] (the cosine schedule decays "
+                             f"from lr to min_lr), got {self.min_lr!r}")
+        if self.lamb_eps <= 0:
+            raise ValueError(f"lamb_eps must be > 0, got {self.lamb_eps!r}")
+        for name in ("weight_decay", "warmup_epochs", "mixup", "cutmix"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("drop_rate", "ema_decay", "momentum", "smoothing", "random_erasing"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.dropout_placement not in DROPOUT_PLACEMENTS:
+            raise ValueError(f"dropout_placement must be one of {', '.join(DROPOUT_PLACEMENTS)}, "
+                             f"got {self.dropout_placement!r}")
+        if self.pipeline not in data_lib.PIPELINES:
+            raise ValueError(f"pipeline must be one of {', '.join(data_lib.PIPELINES)}, got "
+                             f"{self.pipeline!r}")
         if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
-            raise ValueError("mixup/cutmix need an even batch_size")
-        if self.act_everywhere and not self.model.startswith("resnet"):
+            raise ValueError(f"mixup/cutmix need an even batch_size, got {self.batch_size}")
+        if self.act_everywhere and self.model not in RESNET_MODELS:
             raise ValueError("act_everywhere applies to resnet18 models only")
+        check_input_size(self.model, self.input_size)
         resolve_device(self.device)
         data_lib.check_dataset_args(self.dataset, self.data_dir, self.input_size,
                                     val_fraction=self.val_fraction)
+        if self.limit is not None and (isinstance(self.limit, bool)
+                                       or not isinstance(self.limit, int) or self.limit <= 0):
+            raise ValueError(f"limit must be a positive integer or None, got {self.limit!r}")
+        data_lib.check_loader_args(self.dataset, self.input_size, self.crop_padding,
+                                   self.rand_augment, self.pipeline)
+        n_train = data_lib.train_set_size(self.dataset, self.data_dir, self.val_fraction,
+                                          self.limit)
+        if n_train is not None and self.batch_size > n_train:
+            raise ValueError(f"batch_size {self.batch_size} is larger than the training set "
+                             f"({n_train} images of {self.dataset}); every epoch would be empty")
 
     @property
     def resolved_activation(self) -> str:
@@ -132,9 +181,26 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def identity(self) -> dict:
+        """The fields that decide what the run computes, for its id (see lslu.results).
+
+        Left out: fields at their default value (a new field whose default keeps the old
+        computation then leaves every stored run valid), ``device`` (where it runs, not what;
+        the result records the hardware), and ``data_dir`` wherever it only says where the
+        same official files are (cifar*, fashion_mnist) or is not used (digits, synthetic).
+        For an image folder, the folder's content (a digest of its files) stands in for its
+        path, so the same images give the same id on every machine."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        out = {k: v for k, v in self.to_dict().items()
+               if k not in _NOT_IDENTITY and v != defaults[k]}
+        out.pop("data_dir", None)
+        if self.dataset == "imagefolder":
+            out["data_content"] = data_lib.imagefolder_digest(self.data_dir)
+        return out
+
     @property
     def run_id(self) -> str:
-        return config_hash(self.to_dict())
+        return config_hash(self.identity())
 
 
 def resolve_device(device: str) -> torch.device:
@@ -201,7 +267,7 @@ def _make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device):
     groups = param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "lamb":
         from timm.optim import Lamb
-        return Lamb(groups, lr=cfg.lr)
+        return Lamb(groups, lr=cfg.lr, eps=cfg.lamb_eps)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
@@ -286,14 +352,36 @@ def _evaluate(model, loader, device, amp_dtype) -> tuple[float, float]:
     return loss / count, correct / count
 
 
-def train(config: TrainConfig, results_dir=None, force: bool = False, progress: bool = True,
+def show_progress(progress: bool | None = None) -> bool:
+    """Resolve ``progress``: True/False as given, None means "auto".
+
+    Auto shows bars only on a terminal (sys.stderr is a TTY) or when LSLU_PROGRESS=1; inside a
+    notebook kernel (papermill, nbval) stderr is not a TTY, so every bar update would become a
+    grey stderr box in the rendered book. LSLU_PROGRESS=0 turns bars off even on a terminal.
+    """
+    if progress is not None and not isinstance(progress, bool):
+        raise ValueError(f"progress={progress!r} is not allowed: use True, False or None (auto)")
+    env = os.environ.get("LSLU_PROGRESS", "").strip()
+    if env not in ("", "0", "1"):
+        raise ValueError(f"LSLU_PROGRESS={env!r} is not allowed: use 1 (bars on), 0 (off) or unset")
+    if progress is not None:
+        return progress
+    if env:
+        return env == "1"
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def train(config: TrainConfig, results_dir=None, force: bool = False,
+          progress: bool | None = None,
           on_epoch_end: Callable[[int, dict], None] | None = None) -> RunResult:
     """Train ``config`` (or return its stored result) and return the RunResult.
 
     A finished run is loaded from the results store unless ``force``; an unfinished run resumes
     from its last checkpoint. ``on_epoch_end(epoch, record)`` is called after each epoch's
-    checkpoint is written (used by tests to simulate a kill).
+    checkpoint is written (used by tests to simulate a kill). ``progress``: see show_progress.
     """
+    progress = show_progress(progress)
     config.validate()
     store = ResultsStore(results_dir)
     run_id = config.run_id
@@ -302,6 +390,7 @@ def train(config: TrainConfig, results_dir=None, force: bool = False, progress: 
         store.check_readable(run_id)
         if store.has_result(run_id):
             return store.load(run_id)
+    _check_writable(store)  # before any work: a store that cannot take the result wastes it
     if config.batch_size % world_size:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the {world_size} "
                          f"processes")
@@ -320,7 +409,8 @@ def train(config: TrainConfig, results_dir=None, force: bool = False, progress: 
     _seed_everything(config.seed)
     dataset = _load_data(config, device)
     model = build_model(config.model, dataset.num_classes, config.resolved_activation,
-                        config.act_num, config.drop_rate, config.act_everywhere)
+                        config.act_num, config.drop_rate, config.act_everywhere,
+                        dropout_placement=config.dropout_placement)
     if config.freeze_activation:
         for m in lslu_layers(model).values():
             m.theta.requires_grad_(False)
@@ -335,8 +425,11 @@ def train(config: TrainConfig, results_dir=None, force: bool = False, progress: 
     model.to(device, memory_format=memory_format)
 
     per_rank_batch = config.batch_size // world_size
-    loader_args = dict(mean=dataset.mean, std=dataset.std, input_size=config.input_size,
-                       channels_last=config.channels_last)
+    # the reference pipeline normalises with ImageNet's statistics, ours with the dataset's
+    mean, std = ((data_lib.IMAGENET_MEAN, data_lib.IMAGENET_STD) if config.pipeline == "reference"
+                 else (dataset.mean, dataset.std))
+    loader_args = dict(mean=mean, std=std, input_size=config.input_size,
+                       channels_last=config.channels_last, pipeline=config.pipeline)
     train_loader = data_lib.DeviceLoader(
         dataset.train_images, dataset.train_labels, per_rank_batch, train=True, seed=config.seed,
         crop_padding=config.crop_padding, flip=config.flip and dataset.hflip, rank=rank, world_size=world_size,
@@ -423,13 +516,10 @@ def train(config: TrainConfig, results_dir=None, force: bool = False, progress: 
             torch.cuda.synchronize(device)
         epoch_time = time.perf_counter() - t0
         train_loss = loss_sum.item() / steps_per_epoch
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(
-                f"the training loss became {train_loss} in epoch {epoch + 1} of run {run_id}; "
-                f"the run stops here. The last good checkpoint (end of epoch {epoch}) is kept at "
-                f"{ckpt_path}. Lower the learning rate or check the data.")
+        _check_diverged("training loss", train_loss, epoch, dataset.num_classes, run_id, ckpt_path)
         train_time += epoch_time
         val_loss, val_acc = _evaluate(raw_model, val_loader, device, amp_dtype)
+        _check_diverged("validation loss", val_loss, epoch, dataset.num_classes, run_id, ckpt_path)
         val_acc_ema = None
         if ema is not None:
             ema.module.change_act(lam)  # the EMA averages buffers too; lambda is not a weight
@@ -465,29 +555,111 @@ def train(config: TrainConfig, results_dir=None, force: bool = False, progress: 
              "num_classes": dataset.num_classes,
              "train_time_s": train_time,
              "images_per_s": len(history) * steps_per_epoch * config.batch_size / max(train_time, 1e-9)}
+    final |= reference_best(history, config.epochs)
+    probes = {}
+    if rank == 0:
+        # what the chapters read from the trained model, stored with the run (weights are not
+        # committed); lambda as in the last epoch, also when resuming a run whose epochs all ran
+        raw_model.change_act(last["lam"])
+        probes = compute_probes(raw_model, val_loader, dataset.classes, amp_dtype=amp_dtype)
     result = RunResult(run_id=run_id, config=config.to_dict(), history=history, final=final,
                        params=params, params_deploy=params_deploy, flops=flops,
                        hardware=hardware_info(device) | {"world_size": world_size},
-                       versions=_versions())
+                       versions=_versions(), probes=probes)
     if rank == 0:
+        _check_finite_json(result.to_dict(), run_id)
         atomic_torch_save(raw_model.state_dict(), store.model_path(run_id))
         store.save(result)
         ckpt_path.unlink(missing_ok=True)
     return result
 
 
+def _check_writable(store: ResultsStore) -> None:
+    """OSError (one line, naming the folder) unless the store's folders can be created and take
+    a file: a read-only folder, a file where a folder should be, a full disk."""
+    import errno
+    import tempfile
+    for folder in (store.result_path("x").parent, store.checkpoint_path("x").parent,
+                   store.model_path("x").parent):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(b"\0" * 4096)  # a real block: a full disk refuses it
+                    f.flush()
+                    os.fsync(f.fileno())
+            finally:
+                os.unlink(probe)
+        except OSError as err:
+            raise OSError(err.errno or errno.EIO,
+                          f"the results store cannot be written at {folder} "
+                          f"({err.strerror or err}); nothing was trained. Pick another "
+                          f"results_dir (or $LSLU_RESULTS_DIR), or free that folder") from err
+
+
+# A loss this many times the chance level (ln of the number of classes) only comes from weights
+# that have blown up (lr 1000 gave 1.4e18): such a run stops as if the loss were NaN.
+_EXPLODED = 1e3
+
+
+def _check_diverged(name, value, epoch, num_classes, run_id, ckpt_path) -> None:
+    """FloatingPointError when an epoch's loss is not finite or has exploded. Nothing is stored
+    for the run; the message names the last good checkpoint only if there is one."""
+    if math.isfinite(value) and value <= _EXPLODED * math.log(num_classes):
+        return
+    kept = (f"Its last good checkpoint (end of epoch {epoch}) is kept at {ckpt_path}: running "
+            f"the same config resumes from it, delete it to start afresh"
+            if ckpt_path.exists() else "No checkpoint of it exists")
+    raise FloatingPointError(
+        f"the {name} became {value:.4g} in epoch {epoch + 1} of run {run_id} (diverged: not "
+        f"finite or above {_EXPLODED:g} x ln({num_classes})); the run stops and nothing is "
+        f"stored. {kept}. Lower the learning rate or check the data.")
+
+
+def _check_finite_json(obj, run_id) -> None:
+    """A stored result is strict JSON: a NaN or infinity anywhere is an error, not a file."""
+    import json
+    try:
+        json.dumps(obj, allow_nan=False)
+    except ValueError as err:
+        raise FloatingPointError(f"run {run_id} produced a non-finite number ({err}); nothing "
+                                 f"is stored") from err
+
+
+def reference_best(history: list[dict], epochs: int) -> dict:
+    """The reference code's reported accuracy: the maximum validation (= test) accuracy over the
+    epochs it evaluates, a choice made on the test set (ours reports the final accuracy).
+
+    The reference evaluates after every 20th of its 300 epochs and after every epoch past the
+    260th. Scaled to ``epochs``: after every round(epochs / 15)-th epoch (at least every one)
+    and every epoch past round(epochs * 13 / 15), so 300 gives 20, 40, ..., 260, 261, ..., 300
+    and 10 gives every epoch. Only epochs in ``history`` (1-based "epoch") count: a run stopped
+    early is looked at up to its last epoch. Returns reference_best_val_acc, its epoch, the
+    epochs looked at, and reference_best_val_acc_ema when the history has EMA accuracies."""
+    every, dense_after = max(1, round(epochs / 15)), round(epochs * 13 / 15)
+    looked = [h for h in history if h["epoch"] % every == 0 or h["epoch"] > dense_after]
+    if not looked:  # stopped before the first evaluation: the reference would report nothing
+        return {"reference_best_val_acc": None, "reference_best_epoch": None,
+                "reference_eval_epochs": []}
+    best = max(looked, key=lambda h: h["val_acc"])  # the first of equal maxima
+    out = {"reference_best_val_acc": best["val_acc"], "reference_best_epoch": best["epoch"],
+           "reference_eval_epochs": [h["epoch"] for h in looked]}
+    if all(h.get("val_acc_ema") is not None for h in looked):
+        out["reference_best_val_acc_ema"] = max(h["val_acc_ema"] for h in looked)
+    return out
+
+
 def load_model(result: RunResult, results_dir=None, device="cpu") -> nn.Module:
     """The trained model of a finished run (from the store's models/ folder), in eval mode."""
     cfg = TrainConfig(**result.config)
-    path = ResultsStore(results_dir).model_path(result.run_id)
-    if not path.exists():
-        raise FileNotFoundError(f"no saved weights for run {result.run_id} at {path}; train it "
-                                f"again with force=True")
     dataset_classes = result.final.get("num_classes")
-    state = torch.load(path, map_location=device, weights_only=True)
+    # missing or unreadable weights: one line naming the file and how to train the run again
+    state = ResultsStore(results_dir).load_weights(result.run_id, map_location=device)
     num_classes = dataset_classes or _num_classes_from_state(state)
     model = build_model(cfg.model, num_classes, cfg.resolved_activation, cfg.act_num,
-                        cfg.drop_rate, cfg.act_everywhere)
+                        cfg.drop_rate, cfg.act_everywhere,
+                        dropout_placement=cfg.dropout_placement)
     model.load_state_dict(state)
     return model.to(device).eval()
 
@@ -500,8 +672,9 @@ def _num_classes_from_state(state: dict) -> int:
 
 
 def run_grid(configs: list[TrainConfig], results_dir=None, force: bool = False,
-             progress: bool = True) -> list[RunResult]:
+             progress: bool | None = None) -> list[RunResult]:
     """Run (or load) every config, validating all of them before the first one starts."""
+    progress = show_progress(progress)
     configs = list(configs)
     if not configs:
         raise ValueError("run_grid needs at least one config")

@@ -166,6 +166,121 @@ def test_no_network_resources(dom, chapter):
         assert not scripts and not styles, f"{chapter} loads resources from the network"
 
 
+# What the reader sees, measured by the page itself once loaded (1280 px wide, like a laptop):
+# stderr boxes (progress bars, warnings), images shown below 0.6 of their natural size (their
+# labels become unreadable) and outputs or tables wider than the text column (clipped or
+# scrolled sideways). The script writes its findings into the DOM that --dump-dom returns.
+_MEASURE_JS = """
+<script>
+window.addEventListener("load", () => {
+  const found = {stderr: [], small: [], wide: []};
+  for (const el of document.querySelectorAll("div.output.stderr, div.stderr")) {
+    found.stderr.push((el.textContent || "").trim().slice(0, 80));
+  }
+  const article = document.querySelector("article") || document.body;
+  for (const img of article.querySelectorAll("img")) {
+    const shown = img.getBoundingClientRect().width;
+    if (!img.naturalWidth || !shown) continue;  // not loaded (another test says so) or hidden
+    const scale = shown / img.naturalWidth;
+    if (scale < 0.6) found.small.push([img.getAttribute("src").slice(0, 60), +scale.toFixed(2)]);
+  }
+  const right = article.getBoundingClientRect().right;
+  for (const el of article.querySelectorAll("div.cell_output pre, div.cell_output table, table")) {
+    const box = el.getBoundingClientRect();
+    if (!box.width) continue;
+    const over = Math.max(el.scrollWidth - el.clientWidth, box.right - right,
+                          el.tagName === "TABLE" && el.parentElement
+                            ? box.width - el.parentElement.clientWidth : 0);
+    if (over > 1) found.wide.push([el.tagName.toLowerCase(),
+                                   (el.textContent || "").trim().slice(0, 50), Math.round(over)]);
+  }
+  document.body.setAttribute("data-lslu-layout", JSON.stringify(found));
+});
+</script>
+"""
+
+
+def _layout(exe: str, page: Path, work: Path) -> dict:
+    """{"stderr": [...], "small": [[src, scale]], "wide": [[tag, text, px]]} of ``page`` in Chromium.
+
+    The page is copied with the measuring script (and a <base> so its relative links still
+    resolve); the built book itself is left untouched."""
+    text = page.read_text(encoding="utf-8")
+    text = re.sub(r"<head>", f'<head><base href="{page.resolve().as_uri()}">', text, count=1)
+    text = text.replace("</body>", _MEASURE_JS + "</body>", 1)
+    copy = work / page.name
+    copy.write_text(text, encoding="utf-8")
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+           "--disable-background-networking", "--disable-component-update", "--no-first-run",
+           "--disable-sync", f"--user-data-dir={work / 'profile'}", "--window-size=1280,1000",
+           "--allow-file-access-from-files", "--virtual-time-budget=5000", "--dump-dom",
+           copy.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    found = re.search(r'data-lslu-layout="([^"]*)"', proc.stdout)
+    assert proc.returncode == 0 and found, f"chromium could not measure {page}: {proc.stderr[-2000:]}"
+    return json.loads(html.unescape(found.group(1)))
+
+
+@pytest.fixture(scope="session")
+def layout(built_book, tmp_path_factory):
+    """chapter -> _layout of its built page (cached: three tests read each page)."""
+    exe = _chromium()
+    cache: dict[str, dict] = {}
+
+    def get(chapter: str) -> dict:
+        if chapter not in cache:
+            cache[chapter] = _layout(exe, built_book / f"{chapter}.html",
+                                     tmp_path_factory.mktemp("layout"))
+        return cache[chapter]
+
+    return get
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_no_stderr_output_boxes(layout, chapter):
+    boxes = layout(chapter)["stderr"]
+    assert not boxes, (f"{chapter}: {len(boxes)} stderr box(es), e.g. {boxes[:3]} (progress bars "
+                       f"belong to the terminal: lslu.train.show_progress)")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_images_are_shown_at_least_at_0_6_of_their_size(layout, chapter):
+    small = layout(chapter)["small"]
+    assert not small, f"{chapter}: images shrunk below 0.6 (split or stack the panels): {small}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_outputs_and_tables_fit_the_text_column(layout, chapter):
+    wide = layout(chapter)["wide"]
+    assert not wide, f"{chapter}: outputs/tables wider than the column [tag, text, px]: {wide}"
+
+
+def test_layout_measure_finds_what_it_should(tmp_path):
+    """The measuring script itself, on a page built to have one of each problem (and one fine
+    output of each kind): it must report exactly the bad ones."""
+    from PIL import Image
+    Image.new("RGB", (2000, 200), "white").save(tmp_path / "big.png")
+    Image.new("RGB", (300, 100), "white").save(tmp_path / "ok.png")
+    page = tmp_path / "page.html"
+    page.write_text(
+        '<html><head><style>article{width:700px} div.cell_output pre{overflow:auto}</style>'
+        '</head><body><article>'
+        '<div class="cell_output"><div class="output stderr"><pre>45%|####</pre></div>'
+        '<div class="output stream"><pre>short line</pre></div>'
+        f'<div class="output stream"><pre>{"x" * 300}</pre></div></div>'
+        '<img src="big.png" style="max-width:100%"><img src="ok.png">'
+        '<div class="cell_output"><div style="overflow:auto"><table><tr>'
+        + "<td>96.7&nbsp;±&nbsp;0.4</td>" * 40 + '</tr></table></div></div>'
+        '<table><tr><td>fits</td></tr></table>'
+        '</article></body></html>', encoding="utf-8")
+    work = tmp_path / "work"
+    work.mkdir()
+    found = _layout(_chromium(), page, work)
+    assert found["stderr"] == ["45%|####"]
+    assert [s[0] for s in found["small"]] == ["big.png"] and found["small"][0][1] == 0.35
+    assert sorted(w[0] for w in found["wide"]) == ["pre", "table"], found["wide"]
+
+
 def test_run_log_records_every_notebook(built_book):
     log = json.loads((ROOT / "book" / "executed" / "run_log.json").read_text(encoding="utf-8"))
     assert log["profile"] in lbook.available_profiles()
@@ -245,7 +360,7 @@ def test_execute_writes_copies_and_log_and_stops_on_failure(profiles_dir, tmp_pa
     _notebook(nbs / "01_nb.ipynb", "profile = 'smoke'\nepochs = 1",
               "import os\nprint(profile, epochs, os.path.basename(os.getcwd()))")
     _notebook(nbs / "02_nb.ipynb", "epochs = 1", "raise RuntimeError('boom')")
-    _notebook(nbs / "03_nb.ipynb", "epochs = 1")
+    _notebook(nbs / "03_nb.ipynb", "epochs = 1\ndataset = 'x'\nseed = 1")
     out = tmp_path / "executed"
     log = lbook.execute(lbook.load_profile("small", profiles_dir), only=["01_nb"], out_dir=out,
                         notebooks_dir=nbs)
@@ -256,13 +371,115 @@ def test_execute_writes_copies_and_log_and_stops_on_failure(profiles_dir, tmp_pa
     assert outputs.strip() == "small 2 notebooks"  # parameters injected, cwd = notebooks dir
     assert "01_nb" in capsys.readouterr().out
 
-    # the CLI reads profiles from the repository's folder: point it at the test's profiles
-    monkeypatch.setattr(lbook, "PROFILES_DIR", Path(profiles_dir))
-    rc = lbook.main(["execute", "--profile", "small", "--notebooks-dir", str(nbs), "--out-dir",
-                     str(out), "--only", "02_nb", "03_nb"])
+    rc = lbook.main(["execute", "--profile", "small", "--profiles-dir", str(profiles_dir),
+                     "--notebooks-dir", str(nbs), "--out-dir", str(out), "--only", "02_nb", "03_nb"])
     assert rc == 1
     err = capsys.readouterr().err
     assert "02_nb" in err and "RuntimeError: boom" in err and "partial notebook" in err
     assert (out / "02_nb.ipynb").exists() and not (out / "03_nb.ipynb").exists()
     log = json.loads((out / "run_log.json").read_text())
     assert log["notebooks"]["02_nb"]["status"] == "failed"
+
+
+def test_injected_parameters_cell_is_removed_from_the_page_and_the_note_follows_it(tmp_path):
+    nb = nbformat.read(_notebook(tmp_path / "01_nb.ipynb", "epochs = 1"), as_version=4)
+    nb.cells.insert(2, nbformat.v4.new_code_cell("epochs = 2",
+                                                 metadata={"tags": ["injected-parameters"]}))
+    nbformat.write(nb, tmp_path / "01_nb.ipynb")
+    prof = {"name": "small", "description": "small test profile"}
+    lbook._add_profile_note(tmp_path / "01_nb.ipynb", prof, 3.0, {"cpu_count": 2})
+    cells = nbformat.read(tmp_path / "01_nb.ipynb", as_version=4).cells
+    assert "remove-cell" in cells[2].metadata["tags"]  # myst-nb drops it from the page
+    assert "remove-cell" not in cells[1].metadata["tags"]  # the notebook's own block stays
+    assert "lslu-profile-note" in cells[3].metadata["tags"]
+
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_rerun_command_shown_in_the_chapter_works(path, tmp_path, monkeypatch):
+    """The papermill command of the chapter's rerun cell, run as given (prepare only)."""
+    import shlex
+    from click.testing import CliRunner
+    from papermill.cli import papermill as papermill_cli
+    cells = [c for c in nbformat.read(path, as_version=4).cells
+             if "lslu-rerun" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{path.name}: expected one cell tagged lslu-rerun, found {len(cells)}"
+    block = re.search(r"```bash\n(.*?)```", cells[0].source, re.S)
+    assert block, f"{path.name}: the rerun cell has no ```bash block"
+    argv = shlex.split(block.group(1).replace("\\\n", " "))
+    assert argv[:2] == ["papermill", f"notebooks/{path.name}"] and "-p" in argv and "-y" in argv
+    out = tmp_path / "out.ipynb"
+    argv[argv.index("out.ipynb")] = str(out)
+    monkeypatch.chdir(ROOT)  # the cell says: from the repository root
+    res = CliRunner().invoke(papermill_cli, argv[1:] + ["--prepare-only"])
+    assert res.exit_code == 0, res.output
+    declared = lbook.declared_parameters(path)
+    given = {argv[argv.index("-p") + 1]: None} | yaml.safe_load(argv[argv.index("-y") + 1])
+    assert set(given) <= set(declared), f"{path.name}: {sorted(set(given) - set(declared))} undeclared"
+    injected = [c.source for c in nbformat.read(out, as_version=4).cells
+                if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and all(re.search(rf"^{name} = ", injected[0], re.M) for name in given)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_nbval_markers_are_tags_not_visible_comments(path):
+    from nbval.plugin import metadata_tags
+    nb = nbformat.read(path, as_version=4)
+    visible = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "code"
+               and re.search(r"^\s*#\s*(NBVAL_|PYTEST_VALIDATE_)", c.source, re.M)]
+    assert not visible, f"{path.name}: nbval markers shown to the reader: {visible}"
+    unknown = {t for c in nb.cells for t in c.metadata.get("tags", [])
+               if t.startswith("nbval") and t not in metadata_tags}
+    assert not unknown, f"{path.name}: tags nbval does not know: {unknown}"
+
+
+def test_relative_results_dir_is_the_one_of_the_starting_folder(profiles_dir, tmp_path,
+                                                                monkeypatch):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(nbs / "01_nb.ipynb", "profile = 'x'\nepochs = 1\ndataset = 'd'\nseed = 0",
+              "from lslu.results import ResultsStore\nprint(ResultsStore().root)")
+    _notebook(nbs / "02_nb.ipynb", "epochs = 1")  # the profile has an entry for it
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LSLU_RESULTS_DIR", "rel/results")
+    log = lbook.execute(lbook.load_profile("small", profiles_dir), only=["01_nb"],
+                        out_dir=tmp_path / "out", notebooks_dir=nbs)
+    executed = nbformat.read(tmp_path / "out" / "01_nb.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    # the kernel runs in notebooks/, yet uses the folder the command was started from
+    assert printed.strip() == str(tmp_path / "rel" / "results")
+    assert log["results_dir"].endswith("rel/results")
+
+
+def test_sigterm_still_writes_the_run_log(profiles_dir, tmp_path):
+    import signal
+    import time
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(nbs / "01_nb.ipynb", "epochs = 1\nprofile = 'x'\ndataset = 'd'\nseed = 0",
+              "import time\ntime.sleep(120)")
+    _notebook(nbs / "02_nb.ipynb", "epochs = 1")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "lslu.book", "execute", "--profile", "small",
+                             "--profiles-dir", str(profiles_dir), "--notebooks-dir", str(nbs),
+                             "--out-dir", str(out)], cwd=tmp_path, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "01_nb.ipynb").exists():  # papermill writes its copy when the kernel runs
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.2)
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    log = json.loads((out / "run_log.json").read_text())
+    assert log["notebooks"]["01_nb"]["status"] == "interrupted"
+    assert "SIGTERM" in err and "Traceback" not in err
+
+
+def test_cli_reports_a_missing_profiles_dir_in_one_line(tmp_path, capsys):
+    rc = lbook.main(["execute", "--profile", "smoke", "--profiles-dir", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "profiles_dir" in err and len(err.strip().splitlines()) == 1

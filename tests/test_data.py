@@ -497,6 +497,150 @@ def test_loader_bad_arguments(kwargs, match):
         DeviceLoader(images.float(), labels, 4, MEAN, STD, 32, train=True)
 
 
+# ---------------------------------------------------------------------------------------------
+# the reference pipeline (timm/ConvNeXt transforms) on the device
+# ---------------------------------------------------------------------------------------------
+def _pil(image):  # uint8 (3, S, S) -> PIL
+    return Image.fromarray(image.permute(1, 2, 0).numpy())
+
+
+def _from_pil(im):
+    return torch.from_numpy(np.array(im)).permute(2, 0, 1).to(torch.int32)
+
+
+PIXELS = ((0.0,) * 3, (1 / 255,) * 3)  # mean/std that leave pixel values as they are
+
+
+def test_reference_crop_boxes_follow_random_resized_crop():
+    boxes = data._random_resized_boxes(20_000, 32, torch.Generator().manual_seed(0))
+    top, left, h, w = boxes.T.double()
+    assert bool(((top >= 0) & (left >= 0) & (top + h <= 32) & (left + w <= 32)).all())
+    # the drawn area and ratio lie in scale (0.08, 1) / ratio (3/4, 4/3) up to rounding w and h
+    assert bool(((w + 0.5) * (h + 0.5) >= 0.08 * 1024).all())
+    assert bool(((w - 0.5) * (h - 0.5) <= 1024).all())
+    assert bool(((h + 0.5) / (w - 0.5) >= 3 / 4).all() & ((h - 0.5) / (w + 0.5) <= 4 / 3).all())
+    # the same distribution as torchvision's RandomResizedCrop.get_params
+    import torchvision.transforms as T
+    torch.manual_seed(0)
+    theirs = torch.tensor([T.RandomResizedCrop.get_params(torch.zeros(3, 32, 32), [0.08, 1.0],
+                                                          [3 / 4, 4 / 3]) for _ in range(20_000)],
+                          dtype=torch.float64)
+    t_top, _, t_h, t_w = theirs.T
+    for ours_stat, their_stat in [((h * w).mean() / 1024, (t_h * t_w).mean() / 1024),
+                                  ((h / w).log().mean(), (t_h / t_w).log().mean()),
+                                  ((top + h / 2).mean(), (t_top + t_h / 2).mean())]:
+        assert abs(ours_stat - their_stat) < 0.02 * max(1.0, abs(their_stat))
+
+
+def test_reference_train_crops_are_pils_bicubic_resized_crops():
+    import torchvision.transforms.functional as TF
+    images, labels = _indexed_images(n=4)
+    loader = DeviceLoader(images, labels, 4, *PIXELS, 224, train=True, pipeline="reference")
+    boxes = torch.tensor([[3, 5, 10, 20], [0, 0, 32, 32], [10, 2, 17, 9], [5, 6, 9, 9]])
+    flips = torch.tensor([False, True, False, True])
+    out = loader._resized_crops(torch.arange(4), boxes, flips).to(torch.int32)
+    assert out.shape == (4, 3, 224, 224)
+    for i, (t, l, h, w) in enumerate(boxes.tolist()):
+        im = TF.resized_crop(_pil(images[i]), t, l, h, w, [224, 224],
+                             TF.InterpolationMode.BICUBIC)
+        expected = _from_pil(TF.hflip(im) if flips[i] else im)
+        assert (out[i] - expected).abs().max() <= 1  # PIL's fixed-point rounding
+    # through the loader: 224 px float batches, each image a different crop of its source
+    loader.set_epoch(1)
+    x, y = next(iter(loader))
+    assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32
+    assert x.min() >= 0 and x.max() <= 255 and torch.equal(x, x.round())
+
+
+def test_reference_eval_is_resize_256_center_crop_224():
+    import torchvision.transforms as T
+    ramp = (torch.arange(32) * 8 + 4).to(torch.uint8)  # pixel x has value 8 x + 4
+    images = torch.stack([ramp.expand(3, 32, 32), ramp[:, None].expand(3, 32, 32).contiguous()])
+    images = torch.cat([images, _indexed_images(n=2)[0]])
+    loader = DeviceLoader(images, torch.arange(4), 4, *PIXELS, 224, train=False,
+                          pipeline="reference")
+    x, _ = next(iter(loader))
+    assert x.shape == (4, 3, 224, 224)
+    # geometry: 32 -> 256 is 8 output pixels per source pixel, the crop starts at 16, so output
+    # column k samples source x = (16 + k + 0.5) / 8 - 0.5, where the ramp is k + 16.5
+    k = torch.arange(224, dtype=torch.float32)
+    assert (x[0, :, 5, :] - (k + 16.5)).abs().max() <= 0.5 + 1e-4
+    assert (x[1, :, :, 5] - (k + 16.5)).abs().max() <= 0.5 + 1e-4
+    reference = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC),
+                           T.CenterCrop(224)])
+    for i in range(4):
+        assert (x[i].to(torch.int32) - _from_pil(reference(_pil(images[i])))).abs().max() <= 1
+
+
+def test_reference_pipeline_at_32_px_is_black_padded_crops_and_the_stored_image():
+    images = torch.full((8, 3, 32, 32), 200, dtype=torch.uint8)
+    loader = DeviceLoader(images, torch.arange(8), 8, *PIXELS, 32, train=True,
+                          pipeline="reference", seed=3)
+    x, _ = next(iter(loader))
+    border = (x == 0).all(1)  # (B, 32, 32) black padding pixels
+    assert bool(border.any()) and not bool(border[:, 4:28, 4:28].any())  # at most 4 px deep
+    val = DeviceLoader(images, torch.arange(8), 8, *PIXELS, 32, train=False, pipeline="reference")
+    assert torch.equal(next(iter(val))[0], images.float())
+
+
+def test_training_with_the_reference_pipeline_normalises_with_imagenet_statistics(tmp_path,
+                                                                                 monkeypatch):
+    import lslu.train as train_mod
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(*args, **kwargs):
+        seen.append(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(data, "DeviceLoader", capture)
+    for pipeline in ("reference", "ours"):
+        cfg = train_mod.TrainConfig(limit=64, epochs=1, batch_size=32, pipeline=pipeline)
+        with pytest.raises(Stop):
+            train_mod.train(cfg, results_dir=tmp_path, progress=False)
+    assert (seen[0]["mean"], seen[0]["std"], seen[0]["pipeline"]) == \
+        (data.IMAGENET_MEAN, data.IMAGENET_STD, "reference")
+    digits_stats = load_dataset("digits", limit=64)
+    assert (seen[1]["mean"], seen[1]["std"]) == (digits_stats.mean, digits_stats.std)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(crop_padding=40), r"crop_padding must be in \[0, 32\)"),
+    (dict(crop_padding=2, pipeline="reference"), "applies to pipeline 'ours'"),
+    (dict(rand_augment="rand-x7"), "bad rand_augment 'rand-x7'"),
+    (dict(rand_augment="augmix-m5"), "bad rand_augment"),
+    (dict(pipeline="timm"), "pipeline must be one of ours, reference"),
+    (dict(input_size=28, pipeline="reference"), "needs input_size = 32"),
+])
+def test_loader_settings_are_checked_before_loading(kwargs, match):
+    args = dict(name="cifar10", input_size=32) | kwargs
+    with pytest.raises(ValueError, match=match):
+        data.check_loader_args(**args)
+
+
+def test_imagefolder_with_one_class_fails_before_reading_naming_the_folder(tmp_path, monkeypatch):
+    _write_image_folder(tmp_path, per_class=3, classes=("alpha",))
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("decoded an image"))
+    with pytest.raises(ValueError, match=f"{tmp_path} has only one class"):
+        check_dataset_args("imagefolder", data_dir=str(tmp_path))
+
+
+def test_corrupt_cifar_archive_is_reported_as_corrupt(tmp_path, monkeypatch):
+    monkeypatch.setattr(torchvision.datasets.utils, "_urlretrieve",
+                        lambda *a, **k: pytest.fail("tried the network"))
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"\x1f\x8b not really a tar.gz")
+    with pytest.raises(RuntimeError, match="cifar-10-python.tar.gz is corrupt") as err:
+        load_dataset("cifar10", data_dir=str(tmp_path), download=False)
+    assert "network" not in str(err.value)
+    # an archive whose checksum passes but that does not unpack (trusted, as the fakes above)
+    monkeypatch.setattr(torchvision.datasets.utils, "check_integrity",
+                        lambda fpath, md5=None: os.path.isfile(fpath))
+    with pytest.raises(RuntimeError, match="is corrupt"):
+        load_dataset("cifar10", data_dir=str(tmp_path), download=True)
+
+
 def test_make_mixup():
     assert make_mixup(0.0, 0.0, 0.1, 10) is None
     mixup = make_mixup(0.1, 1.0, 0.1, 10)
@@ -507,4 +651,122 @@ def test_make_mixup():
 
 
 def test_dataset_names():
-    assert DATASETS == ("cifar10", "cifar100", "imagefolder", "digits", "synthetic")
+    assert DATASETS == ("cifar10", "cifar100", "fashion_mnist", "imagefolder", "digits",
+                        "synthetic")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fashion-MNIST: the real IDX files (Debian's dataset-fashion-mnist, `make fashion-mnist`).
+# Never skipped: without the files these tests fail with the install hint.
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fashion_files():
+    files = data.fashion_mnist_files()
+    assert files is not None, data._fashion_missing(None)
+    return files
+
+
+def _torchvision_idx(path, tmp_path):
+    """An IDX file through torchvision's own reader (the independent reference), gunzipped."""
+    import gzip
+    import shutil
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+    plain = tmp_path / os.path.basename(path).removesuffix(".gz")
+    with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as src, \
+            open(plain, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    reader = read_image_file if "images" in plain.name else read_label_file
+    return reader(str(plain))
+
+
+@pytest.fixture(scope="module")
+def fashion_subset(fashion_files, one_thread):
+    return load_dataset("fashion_mnist", limit=1000, seed=0)
+
+
+def test_fashion_mnist_matches_torchvision_reader(fashion_files, fashion_subset, tmp_path):
+    # torchvision's own IDX reader is the independent reference for the pixels and labels
+    ds = fashion_subset
+    assert ds.classes == list(data.FASHION_MNIST_CLASSES) and ds.num_classes == 10
+    assert ds.train_images.shape == (1000, 3, 32, 32) and ds.val_images.shape == (10000, 3, 32, 32)
+    val = _torchvision_idx(fashion_files["val_images"], tmp_path)
+    assert torch.equal(ds.val_images[:, 1, 2:30, 2:30], val)  # the 28x28 image, centred
+    assert torch.equal(ds.val_labels, _torchvision_idx(fashion_files["val_labels"], tmp_path).long())
+    border = ds.val_images.clone()
+    border[:, :, 2:30, 2:30] = 0
+    assert border.max() == 0  # the 2 px padding is background (0)
+    assert torch.equal(ds.val_images[:, 0], ds.val_images[:, 2])  # grey over 3 channels
+    assert ds.hflip and "zero-padded" in ds.describe()
+    # every subset image is a training image with its own label
+    train = _torchvision_idx(fashion_files["train_images"], tmp_path)
+    labels = _torchvision_idx(fashion_files["train_labels"], tmp_path)
+    index = {bytes(img.numpy()): int(y) for img, y in zip(train, labels)}
+    assert all(index[bytes(img.numpy())] == int(y)
+               for img, y in zip(ds.train_images[:, 0, 2:30, 2:30], ds.train_labels))
+
+
+def test_fashion_mnist_limit_is_stratified_nested_and_seed_free(fashion_files, fashion_subset):
+    ds = fashion_subset
+    assert np.bincount(ds.train_labels.numpy(), minlength=10).tolist() == [100] * 10
+    other_seed = load_dataset("fashion_mnist", limit=1000, seed=3)
+    assert torch.equal(other_seed.train_images, ds.train_images)
+    small = load_dataset("fashion_mnist", limit=37, seed=0)
+    counts = np.bincount(small.train_labels.numpy(), minlength=10)
+    assert counts.sum() == 37 and counts.max() - counts.min() <= 1
+    big = {bytes(x.numpy()) for x in ds.train_images}
+    assert all(bytes(x.numpy()) in big for x in small.train_images)  # nested subsets
+
+
+def test_fashion_mnist_missing_files_fail_early_with_the_install_hint(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError) as err:
+        check_dataset_args("fashion_mnist", data_dir=str(tmp_path), download=False)
+    message = str(err.value)
+    assert "apt-get install dataset-fashion-mnist" in message and "download" in message
+    assert "\n" not in message
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion_mnist", data_dir=str(tmp_path), download=False)
+
+
+def test_fashion_mnist_from_a_data_dir_gzip_or_not_and_corrupt(fashion_files, tmp_path,
+                                                                one_thread):
+    import gzip
+    import shutil
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    for key, path in fashion_files.items():
+        if key == "val_images":  # one file uncompressed: both forms are read
+            with gzip.open(path, "rb") as src, open(folder / "t10k-images-idx3-ubyte", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            shutil.copy(path, folder / os.path.basename(path))
+    assert data.fashion_mnist_files(str(tmp_path))["val_images"].endswith("t10k-images-idx3-ubyte")
+    ds = load_dataset("fashion_mnist", data_dir=str(tmp_path), limit=200)
+    reference = load_dataset("fashion_mnist", limit=200)
+    assert torch.equal(ds.val_images, reference.val_images)
+    assert torch.equal(ds.train_images, reference.train_images)
+    (folder / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 100)
+    with pytest.raises(RuntimeError, match="t10k-images-idx3-ubyte is not the expected IDX"):
+        load_dataset("fashion_mnist", data_dir=str(tmp_path), limit=200)
+
+
+def test_fashion_mnist_imagefolder_export(fashion_files, tmp_path, one_thread):
+    folder = data.export_fashion_mnist_imagefolder(str(tmp_path / "fm"), per_class=4,
+                                                   val_per_class=2)
+    classes, train_files, val_files = data._scan_imagefolder(folder)
+    assert len(classes) == 10 and len(train_files) == 40 and len(val_files) == 20
+    assert np.bincount([y for _, y in train_files]).tolist() == [4] * 10
+    images = _torchvision_idx(fashion_files["train_images"], tmp_path).numpy()
+    labels = _torchvision_idx(fashion_files["train_labels"], tmp_path).numpy()
+    for path, y in train_files:  # pixels as in the IDX file, class folder = its label's name
+        index = int(os.path.basename(path)[:-4])
+        assert np.array_equal(np.asarray(Image.open(path)), images[index])
+        assert classes[y] == data._FASHION_FOLDER_NAMES[labels[index]]
+    # deterministic: a second export elsewhere has the same content digest; reuse is a no-op
+    again = data.export_fashion_mnist_imagefolder(str(tmp_path / "fm2"), per_class=4,
+                                                  val_per_class=2)
+    assert data.imagefolder_digest(again) == data.imagefolder_digest(folder)
+    assert data.export_fashion_mnist_imagefolder(folder, per_class=4, val_per_class=2) == folder
+    ds = load_dataset("imagefolder", data_dir=folder)
+    assert len(ds.train_labels) == 40 and len(ds.val_labels) == 20
+    with pytest.raises(ValueError, match="per_class must be an int in"):
+        data.export_fashion_mnist_imagefolder(str(tmp_path / "x"), per_class=0)

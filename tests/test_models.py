@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from lslu.activations import ACTIVATIONS, LSLU, SeriesActivation
-from lslu.models import (MODELS, BasicBlock, build_model, lslu_layers,
+from lslu.models import (MODELS, BasicBlock, build_model, check_input_size, lslu_layers,
                          no_weight_decay_parameters, param_groups)
 
 
@@ -136,6 +136,81 @@ def test_block_dropout_is_honoured():
 def test_vanillanet_dropout_in_head():
     model = build_model("vanillanet_5_x0_25", 10, drop_rate=0.3)
     assert model.dropout.p == 0.3
+
+
+def _dropout_inputs(model, x):
+    """Run ``model(x)`` and return, per dropout module name, (its input, its output)."""
+    seen = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, (i[0], o)))
+             for n, m in model.named_modules() if isinstance(m, nn.Dropout)]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("placement", ["ours", "reference"])
+def test_resnet_dropout_placement_acts_where_it_says(placement):
+    torch.manual_seed(6)
+    model = build_model("resnet18_cifar", 10, activation="relu", drop_rate=0.5,
+                        dropout_placement=placement).train()
+    block = model.layers[3]
+    after = {}
+    block.bn2.register_forward_hook(lambda m, i, o: after.__setitem__("bn2", o))
+    block.act1.register_forward_hook(lambda m, i, o: after.__setitem__("act1", o))
+    seen = _dropout_inputs(model, torch.randn(4, 3, 32, 32))
+    block_in, block_out = seen["layers.3.dropout"]
+    # the block's dropout reads the BN output (reference) or the activation output (ours)
+    assert block_in is after["bn2" if placement == "reference" else "act1"]
+    dropped = (block_out == 0) & (block_in != 0)
+    assert 0.3 < dropped.sum() / (block_in != 0).sum() < 0.7  # a real mask at p = 0.5
+    assert torch.allclose(block_out[~dropped], 2 * block_in[~dropped])
+    if placement == "reference":
+        head_in, head_out = seen["head_dropout"]
+        assert head_in.shape == (4, 512) and bool((head_out[head_in != 0] == 0).any())
+    else:
+        assert "head_dropout" not in seen  # ours has no dropout before the fc
+
+
+def test_resnet_reference_dropout_is_identity_in_eval():
+    torch.manual_seed(7)
+    x = torch.randn(3, 3, 32, 32)
+    ref = randomise(build_model("resnet18_cifar", 10, activation="lslu", drop_rate=0.3,
+                                dropout_placement="reference"))
+    plain = build_model("resnet18_cifar", 10, activation="lslu", drop_rate=0.0)
+    plain.load_state_dict(ref.state_dict())  # dropout has no weights: the same state dict
+    with torch.no_grad():
+        assert torch.equal(ref.eval()(x), plain.eval()(x))
+
+
+def test_dropout_placement_is_checked():
+    with pytest.raises(ValueError, match="dropout_placement.*'after_bn'"):
+        build_model("resnet18", 10, dropout_placement="after_bn")
+
+
+def test_vanillanet_13_x1_5_is_vanillanet_13_one_and_a_half_times_as_wide():
+    with torch.device("meta"):  # 237M parameters: only their shapes are looked at
+        base = build_model("vanillanet_13", 100, "series")
+        wide = build_model("vanillanet_13_x1_5", 100, "series")
+    convs = [(a, b) for a, b in zip(base.modules(), wide.modules()) if isinstance(a, nn.Conv2d)]
+    assert len(convs) == len([m for m in wide.modules() if isinstance(m, nn.Conv2d)])
+    for a, b in convs[:-2]:  # all but the classifier's two convs, which map to the classes
+        assert (b.out_channels, b.stride) == (a.out_channels * 3 // 2, a.stride)
+
+
+@pytest.mark.parametrize("name,size,ok", [("vanillanet_5", 31, False), ("vanillanet_5", 32, True),
+                                          ("vanillanet_13_x1_5", 28, False),
+                                          ("resnet18", 8, True)])
+def test_input_size_the_model_cannot_take(name, size, ok):
+    if ok:
+        check_input_size(name, size)
+        if name == "vanillanet_5":  # the smallest accepted size really runs
+            model = build_model("vanillanet_5_x0_25", 10).eval()
+            assert model(torch.randn(1, 3, size, size)).shape == (1, 10)
+    else:
+        with pytest.raises(ValueError, match=f"input_size {size} is too small"):
+            check_input_size(name, size)
 
 
 # ------------------------------------------------------------------------------------------

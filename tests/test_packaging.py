@@ -99,7 +99,10 @@ def test_pyproject_version_and_package():
                 and any(getattr(t, "id", None) == "__version__" for t in node.targets)]
     assert versions == [meta["project"]["version"]]
     assert meta["project"]["requires-python"] == ">=3.11"
-    assert meta["tool"]["setuptools"]["packages"] == ["lslu"]
+    # every package folder of lslu ships (a new subpackage missing here would be left out of a wheel)
+    folders = sorted(".".join(p.parent.relative_to(ROOT).parts)
+                     for p in (ROOT / "lslu").rglob("__init__.py"))
+    assert sorted(meta["tool"]["setuptools"]["packages"]) == folders
 
 
 # ------------------------------------------------------------------------ book config

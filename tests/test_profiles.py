@@ -6,7 +6,7 @@ import papermill
 import pytest
 
 from lslu.book import load_profile, notebook_parameters
-from lslu.experiments import base_config
+from lslu.chapters.common import base_config
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 COMMON = ("dataset", "data_dir", "input_size", "epochs", "batch_size", "optimizer", "lr",
@@ -36,3 +36,45 @@ def test_every_profile_gives_valid_training_settings(profile, monkeypatch):
     assert config["epochs"] == defaults["epochs"]
     if profile == "paper":
         assert (config["optimizer"], config["input_size"], config["epochs"]) == ("lamb", 224, 300)
+
+
+# ---------------------------------------------------------- keys no notebook would receive
+NOTEBOOKS_DIR = NOTEBOOKS[0].parent
+
+
+@pytest.mark.parametrize("profile", ["smoke", "fast", "paper"])
+def test_shipped_profiles_pass_the_key_check(profile):
+    load_profile(profile, notebooks_dir=NOTEBOOKS_DIR)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("defaults: {epoch: 1}", r"'defaults' has \['epoch'\], which no notebook declares"),
+    ("notebooks: {02_cifar_10: {epochs: 1}}", r"entries for \['02_cifar_10'\], which are not"),
+    ("notebooks: {01_lslu_function: {epochs: 1}}", r"sets \['epochs'\], which 01_lslu_function"),
+])
+def test_a_misspelled_profile_key_fails_when_loaded(tmp_path, text, message):
+    (tmp_path / "typo.yaml").write_text(f"description: typo\n{text}\n")
+    with pytest.raises(ValueError, match=message) as err:
+        load_profile("typo", tmp_path, notebooks_dir=NOTEBOOKS_DIR)
+    assert "\n" not in str(err.value)
+
+
+def test_profiles_are_found_from_the_current_repository(tmp_path, monkeypatch):
+    from lslu import book
+    repo = tmp_path / "repo"
+    (repo / "profiles").mkdir(parents=True)
+    (repo / "profiles" / "mine.yaml").write_text("description: mine\n")
+    monkeypatch.delenv("LSLU_PROFILES_DIR", raising=False)
+    monkeypatch.chdir(repo)
+    assert book.available_profiles() == ["mine"]                  # ./profiles of the cwd
+    monkeypatch.setenv("LSLU_PROFILES_DIR", str(NOTEBOOKS_DIR.parent / "profiles"))
+    assert "smoke" in book.available_profiles()                   # the variable wins
+    assert book.available_profiles(repo / "profiles") == ["mine"]  # and the argument over both
+    monkeypatch.setenv("LSLU_PROFILES_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="LSLU_PROFILES_DIR .* is not a folder"):
+        book.available_profiles()
+    monkeypatch.delenv("LSLU_PROFILES_DIR")
+    monkeypatch.chdir(tmp_path)                                    # no ./profiles here:
+    monkeypatch.setattr(book, "PROFILES_DIR", tmp_path / "no-checkout")  # and no checkout
+    with pytest.raises(ValueError, match="--profiles-dir / set LSLU_PROFILES_DIR"):
+        book.load_profile("smoke")

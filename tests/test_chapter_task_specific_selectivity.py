@@ -2,6 +2,7 @@
 confusion matrix, the activation-based selectivity index and the reference code's weight measure.
 CPU, offline, fast."""
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,7 +11,9 @@ import torch.nn as nn
 from matplotlib.figure import Figure
 from PIL import Image
 
-from lslu import analysis, data, plots
+from lslu.chapters import common, plots, selectivity, task_specific
+from lslu import probes
+from lslu import data
 from lslu.models import build_model
 
 
@@ -59,7 +62,7 @@ def test_digits_export_trains_through_the_imagefolder_loader(digits_folder):
     assert ds.num_classes == 10 and ds.classes == [str(d) for d in range(10)]
     assert len(ds.train_labels) + len(ds.val_labels) == 1797
     assert ds.train_images.shape[1:] == (3, 16, 16)
-    counts = analysis.imagefolder_counts(digits_folder)
+    counts = task_specific.imagefolder_counts(digits_folder)
     assert counts["total"].sum() == 1797
     assert counts["val"].sum() == len(ds.val_labels)
 
@@ -98,12 +101,12 @@ def test_default_location_is_under_the_data_dir(tmp_path, monkeypatch):
 def test_confusion_matrix_of_a_known_prediction():
     y_true = [0, 0, 1, 2, 2, 2]
     y_pred = [0, 1, 1, 2, 0, 2]
-    m = analysis.confusion_matrix(y_true, y_pred, 3)
+    m = task_specific.confusion_matrix(y_true, y_pred, 3)
     np.testing.assert_array_equal(m, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
-    table = analysis.per_class_accuracy(m, ["a", "b", "c"])
+    table = task_specific.per_class_accuracy(m, ["a", "b", "c"])
     assert table["accuracy (%)"].tolist() == [50.0, 100.0, 66.7]
     with pytest.raises(ValueError, match="outside"):
-        analysis.confusion_matrix([0, 3], [0, 1], 3)
+        task_specific.confusion_matrix([0, 3], [0, 1], 3)
 
 
 def test_predict_and_confusion_matrix_on_a_model():
@@ -112,9 +115,9 @@ def test_predict_and_confusion_matrix_on_a_model():
         model[1].weight.copy_(torch.eye(3))
     x = torch.eye(3)[[0, 1, 2, 2]].view(4, 3, 1, 1)  # one-hot images: class = argmax
     loader = [(x[:3], torch.tensor([0, 1, 2])), (x[3:], torch.tensor([1]))]
-    y_true, y_pred = analysis.predict(model, loader)
+    y_true, y_pred = common.predict(model, loader)
     assert y_true.tolist() == [0, 1, 2, 1] and y_pred.tolist() == [0, 1, 2, 2]
-    np.testing.assert_array_equal(analysis.confusion_matrix(y_true, y_pred, 3),
+    np.testing.assert_array_equal(task_specific.confusion_matrix(y_true, y_pred, 3),
                                   [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
 
 
@@ -126,26 +129,32 @@ def test_selectivity_index_known_values():
     means = np.array([[4.0, 2.0, 1.0],
                       [1.0, -1.0, 1.0],
                       [1.0, 0.0, 1.0]])
-    raw = analysis.selectivity_index(means, "exclude")
+    raw = probes.selectivity_index(means, "exclude")
     assert raw[0] == pytest.approx((4 - 1) / (4 + 1))
     assert np.isnan(raw[1])          # a negative class mean: excluded
     assert raw[2] == 0.0             # all classes equal
-    shifted = analysis.selectivity_index(means, "shift")
+    shifted = probes.selectivity_index(means, "shift")
     assert shifted[0] == pytest.approx(1.0)      # (3, 0, 0): one class only
     assert shifted[1] == pytest.approx(2.5 / 3.5)  # (3, 0, 1)
     assert shifted[2] == 0.0
     # shift form: unchanged by a constant added to a unit, and always in [0, 1]
-    np.testing.assert_allclose(analysis.selectivity_index(means + 7.5, "shift"), shifted)
+    np.testing.assert_allclose(probes.selectivity_index(means + 7.5, "shift"), shifted)
     rand = np.random.default_rng(0).normal(size=(10, 500))
-    si = analysis.selectivity_index(rand)
+    si = probes.selectivity_index(rand)
     assert (si >= 0).all() and (si <= 1).all()
     with pytest.raises(ValueError):
-        analysis.selectivity_index(means, "clip")
+        probes.selectivity_index(means, "clip")
 
 
-def test_class_conditional_means_from_hooks():
+def _stored_selectivity(model, loader, num_classes):
+    """The selectivity stored with a run (lslu.probes), read back as the chapter reads it."""
+    stored = probes.compute_probes(model, loader, [str(k) for k in range(num_classes)])
+    return probes.selectivity_arrays(SimpleNamespace(probes=stored, run_id="toy"))
+
+
+def test_stored_selectivity_from_hooks():
     # 1x1 identity conv then ReLU: the hooked ReLU output per class is known exactly
-    model = nn.Sequential(nn.Conv2d(2, 2, 1), nn.ReLU())
+    model = nn.Sequential(nn.Conv2d(2, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     with torch.no_grad():
         model[0].weight.copy_(torch.eye(2).view(2, 2, 1, 1))
         model[0].bias.zero_()
@@ -154,19 +163,16 @@ def test_class_conditional_means_from_hooks():
     x = torch.stack([torch.tensor(values[int(y)]).view(2, 1, 1).expand(2, 3, 3) for y in labels])
     x[0, 0, 0, 0] = 12.0  # one pixel of one class-0 image: its spatial mean is 3 + 9/9 = 4
     loader = [(x[:4], labels[:4]), (x[4:], labels[4:])]
-    out = analysis.class_selectivity(model, loader, 3)
+    out = _stored_selectivity(model, loader, 3)
     assert list(out) == ["1"]
-    means = out["1"]["class_means"]
-    np.testing.assert_allclose(means, [[(4 + 3 + 3) / 3, 0.0], [1.0, 2.0], [1.0, 0.0]])
-    np.testing.assert_allclose(out["1"]["si"], [(10 / 3 - 1) / (10 / 3 + 1), 1.0])
+    # class means (10/3, 1, 1) and (0, 2, 0): SI = (mu_max - mu_rest) / (mu_max + mu_rest)
+    np.testing.assert_allclose(out["1"]["si"], [(10 / 3 - 1) / (10 / 3 + 1), 1.0], atol=1e-4)
     assert out["1"]["si_shuffled"].shape == (2,)  # the chance-level control (labels permuted)
     assert not out["1"]["output_negative"].any()  # ReLU: output = elementwise, non-negative
-    table = analysis.selectivity_table({"toy": [out]})
+    table = selectivity.selectivity_table({"toy": [out]})
     assert table.loc[0, "units"] == 2 and table.loc[0, "depth"] == 1
     assert table.loc[0, "undefined (dead) units"] == 0
     assert "mean SI, shuffled labels" in table
-    with pytest.raises(ValueError, match="no images"):
-        analysis.class_conditional_means(model, loader, 4)
 
 
 def test_series_activation_is_read_before_and_after_its_bn():
@@ -177,23 +183,23 @@ def test_series_activation_is_read_before_and_after_its_bn():
         act.theta.fill_(2.0)
         act.omega.fill_(-0.5)  # g(x) = relu(2 relu(x) - 0.5)
         act.bn.running_mean.copy_(torch.tensor([5.0, -5.0]))  # outputs clearly non-zero
-    model = nn.Sequential(nn.Identity(), act)
+    model = nn.Sequential(nn.Identity(), act, nn.AdaptiveAvgPool2d(1), nn.Flatten())
     x = torch.randn(6, 2, 4, 4)
     labels = torch.tensor([0, 1, 0, 1, 1, 0])
     loader = [(x, labels)]
     g = torch.relu(2 * torch.relu(x) - 0.5).mean(dim=(2, 3)).double().numpy()
     y = act(x).mean(dim=(2, 3)).double().detach().numpy()
     expect = lambda v: np.stack([v[labels.numpy() == k].mean(0) for k in (0, 1)])  # noqa: E731
-    np.testing.assert_allclose(analysis.class_conditional_means(model, loader, 2)["1"],
-                               expect(g), rtol=1e-5)
-    np.testing.assert_allclose(analysis.class_conditional_means(model, loader, 2, point="output")
-                               ["1"], expect(y), rtol=1e-5)
-    out = analysis.class_selectivity(model, loader, 2)["1"]
+    out = _stored_selectivity(model, loader, 2)["1"]
+    np.testing.assert_allclose(out["si"], probes.selectivity_index(expect(g), "exclude"),
+                               atol=1e-4)  # read at g(x), before the depthwise conv and BN
+    np.testing.assert_allclose(out["si_output_shift"],
+                               probes.selectivity_index(expect(y), "shift"), atol=1e-4)
     assert out["output_negative"].tolist() == [True, False]  # channel 0: BN pushed it below 0
 
 
 def test_activation_modules_of_vanillanet():
-    names = list(analysis.activation_modules(build_model("vanillanet_5_x0_25", 10, "lslu")))
+    names = list(probes.activation_modules(build_model("vanillanet_5_x0_25", 10, "lslu")))
     assert names == ["stem_act", "stages.0.act", "stages.1.act", "stages.2.act"]
 
 
@@ -205,23 +211,23 @@ def test_weight_measure_known_values():
     with torch.no_grad():
         conv.weight.copy_(torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 6.0]]).view(2, 3, 1, 1))
     # max over input channels minus their mean: 3 - 2 = 1 and 6 - 2 = 4; signed weights
-    np.testing.assert_allclose(analysis.reference_weight_selectivity(conv.weight, False), [1, 4])
-    np.testing.assert_allclose(analysis.reference_weight_selectivity(conv.weight), [0, 1])
+    np.testing.assert_allclose(selectivity.reference_weight_selectivity(conv.weight, False), [1, 4])
+    np.testing.assert_allclose(selectivity.reference_weight_selectivity(conv.weight), [0, 1])
     with torch.no_grad():
         conv.weight.neg_()  # signed weights: (0, 0, -6) -> max 0, mean -2 -> 2 (|w| would give 4)
-    np.testing.assert_allclose(analysis.reference_weight_selectivity(conv.weight, False), [1, 2])
+    np.testing.assert_allclose(selectivity.reference_weight_selectivity(conv.weight, False), [1, 2])
 
 
 def test_weight_measure_on_a_tiny_model():
     model = build_model("vanillanet_5_x0_25", 10, "lslu")
-    measures = analysis.weight_selectivity(model)
+    measures = selectivity.weight_selectivity(model)
     assert list(measures) == ["stem1.0", "stem2.0", "stages.0.conv1.0", "stages.0.conv2.0",
                               "stages.1.conv1.0", "stages.1.conv2.0", "stages.2.conv1.0",
                               "stages.2.conv2.0", "cls1.0", "cls2"]
     assert measures["stem1.0"].size == 128 * 4 * 4  # per output channel and kernel position
     for values in measures.values():
         assert values.min() == 0.0 and values.max() == 1.0
-    table = analysis.weight_measure_table({"a": measures, "b": measures})
+    table = selectivity.weight_measure_table({"a": measures, "b": measures})
     assert (table["KS distance: a vs b"] == 0).all()
 
 
@@ -231,17 +237,17 @@ def test_reference_style_load_loads_nothing(tmp_path):
     torch.manual_seed(1)
     trained = build_model("vanillanet_5_x0_25", 10, "lslu")  # stands for trained weights
     path = tmp_path / "checkpoint-best.pth"
-    torch.save(analysis.reference_checkpoint(trained), path)
-    outcome = analysis.reference_style_load(untrained, torch.load(path, map_location="cpu"))
+    torch.save(selectivity.reference_checkpoint(trained), path)
+    outcome = selectivity.reference_style_load(untrained, torch.load(path, map_location="cpu"))
     assert outcome["tensors changed"] == 0
     assert outcome["parameters not found"] == outcome["parameters"] > 0
     assert outcome["checkpoint keys not used"] == ["model", "epoch"]
     # what the script should have done: load the "model" entry; then the measure follows it
-    fresh = analysis.weight_selectivity(untrained)
+    fresh = selectivity.weight_selectivity(untrained)
     untrained.load_state_dict(torch.load(path, map_location="cpu")["model"])
-    loaded = analysis.weight_selectivity(untrained)
+    loaded = selectivity.weight_selectivity(untrained)
     np.testing.assert_array_equal(loaded["stem1.0"],
-                                  analysis.weight_selectivity(trained)["stem1.0"])
+                                  selectivity.weight_selectivity(trained)["stem1.0"])
     assert not np.array_equal(loaded["stem1.0"], fresh["stem1.0"])
 
 
@@ -249,19 +255,19 @@ def test_reference_style_load_loads_nothing(tmp_path):
 # figures
 # ---------------------------------------------------------------------------------------------
 def test_figures(digits_folder):
-    samples = analysis.imagefolder_samples(digits_folder, per_class=3, seed=0)
+    samples = task_specific.imagefolder_samples(digits_folder, per_class=3, seed=0)
     assert list(samples) == [str(d) for d in range(10)]
     assert all(len(v) == 3 and v[0].shape == (8, 8, 3) for v in samples.values())
-    assert isinstance(plots.plot_image_grid(samples), Figure)
-    m = analysis.confusion_matrix([0, 1, 1], [0, 1, 0], 2)
-    assert isinstance(plots.plot_confusion_matrix(m, ["x", "y"]), Figure)
-    assert isinstance(plots.plot_confusion_matrix(m, ["x", "y"], normalize=False), Figure)
+    assert isinstance(task_specific.plot_image_grid(samples), Figure)
+    m = task_specific.confusion_matrix([0, 1, 1], [0, 1, 0], 2)
+    assert isinstance(task_specific.plot_confusion_matrix(m, ["x", "y"]), Figure)
+    assert isinstance(task_specific.plot_confusion_matrix(m, ["x", "y"], normalize=False), Figure)
     fig = plots.plot_histogram_grid({"l1": {"a": [0.1, 0.2], "b": [0.3]},
                                      "l2": {"a": [0.5], "b": [0.9, 0.1]}}, ncols=4)
     assert isinstance(fig, Figure) and len([a for a in fig.axes if a.get_visible()]) == 2
-    table = analysis.selectivity_table({"m": [{"l1": {
+    table = selectivity.selectivity_table({"m": [{"l1": {
         "si": np.array([0.1, np.nan]), "si_shuffled": np.array([0.0, 0.1]),
         "output_negative": np.array([True, False]), "si_output_shift": np.array([0.4, 0.4])}}]})
     assert table.loc[0, "undefined (dead) units"] == 1 and table.loc[0, "mean SI"] == 0.1
-    fig = plots.plot_selectivity_by_depth(table)
+    fig = selectivity.plot_selectivity_by_depth(table)
     assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 2

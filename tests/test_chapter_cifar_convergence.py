@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from lslu import analysis, experiments, plots
+from lslu.chapters import cifar, common, convergence
 from lslu.results import RunResult
-from lslu.train import TrainConfig
+from lslu.train import TrainConfig, run_grid
 
 
 def fake_result(model="vanillanet_5_x0_25", activation=None, seed=0,
@@ -29,19 +29,19 @@ def fake_result(model="vanillanet_5_x0_25", activation=None, seed=0,
 # ------------------------------------------------------------------------ time_to_accuracy
 def test_time_to_accuracy_first_epoch_reaching_target_and_cumulative_seconds():
     r = fake_result()
-    assert analysis.time_to_accuracy(r, 0.9) == (3, 6.0)
-    assert analysis.time_to_accuracy(r, 0.92) == (3, 6.0)  # reaching it exactly counts
-    assert analysis.time_to_accuracy(r, 0.5) == (1, 1.0)
-    assert analysis.time_to_accuracy(r, 0.95) == (4, 10.0)
+    assert convergence.time_to_accuracy(r, 0.9) == (3, 6.0)
+    assert convergence.time_to_accuracy(r, 0.92) == (3, 6.0)  # reaching it exactly counts
+    assert convergence.time_to_accuracy(r, 0.5) == (1, 1.0)
+    assert convergence.time_to_accuracy(r, 0.95) == (4, 10.0)
 
 
 def test_time_to_accuracy_not_reached_and_bad_target():
     r = fake_result()
-    assert analysis.time_to_accuracy(r, 0.99) == (None, None)
+    assert convergence.time_to_accuracy(r, 0.99) == (None, None)
     for bad in (0, -0.1, 90, 1.5, "0.9", True):
         with pytest.raises(ValueError, match="fraction"):
-            analysis.time_to_accuracy(r, bad)
-    assert analysis.check_target_accuracy(1) == 1.0
+            convergence.time_to_accuracy(r, bad)
+    assert convergence.check_target_accuracy(1) == 1.0
 
 
 def test_convergence_table_and_verdict():
@@ -51,31 +51,31 @@ def test_convergence_table_and_verdict():
         fake_result("resnet18", None, val_acc=(0.5, 0.95, 0.96)),
         fake_result("resnet18", "lslu", val_acc=(0.5, 0.6, 0.7)),
     ]
-    table = analysis.convergence_table(results, 0.9)
+    table = convergence.convergence_table(results, 0.9)
     assert table["epochs_to_target"].tolist()[:3] == [3, 2, 2]
     assert math.isnan(table["epochs_to_target"].iloc[3])
-    shown = analysis.convergence_display(table)
+    shown = convergence.convergence_display(table)
     assert shown["epochs to target"].tolist() == ["3", "2", "2", "not reached"]
     assert "seconds to target" not in shown
-    assert analysis.convergence_display(table, seconds=True)["seconds to target"].tolist() == [
+    assert convergence.convergence_display(table, seconds=True)["seconds to target"].tolist() == [
         "6.0", "3.0", "3.0", "not reached"]
-    rows = analysis.convergence_headline_rows(table, 0.9)
-    assert rows[0] == {"experiment": "E7", "quantity": "epochs to 90% top-1, "
-                       "vanillanet_5_x0_25 + series on digits", "ours": 3.0, "paper": "not public",
+    rows = convergence.convergence_headline_rows(table, 0.9)
+    assert rows[0].as_dict() == {"experiment": "E7", "quantity": "epochs to 90% top-1, "
+                       "vanillanet_5_x0_25 + series on digits", "ours": 3.0, "paper": "not available",
                        "unit": "epochs"}
-    assert rows[-1]["ours"] == "not reached"
+    assert rows[-1].ours == "not reached"
     assert table["act_fn"].tolist() == ["series", "lslu", "relu", "lslu"]
-    verdict = analysis.convergence_verdict(table).set_index("model")
+    verdict = convergence.convergence_verdict(table).set_index("model")
     assert verdict.loc["vanillanet_5_x0_25", "LSLU in fewer epochs"] == "yes"
     assert verdict.loc["vanillanet_5_x0_25", "LSLU in fewer seconds"] == "yes"  # 3 s < 6 s
     assert verdict.loc["resnet18", "LSLU in fewer epochs"] == "no"
     assert math.isinf(verdict.loc["resnet18", "LSLU epochs"])
     assert verdict.loc["resnet18", "seeds reached (baseline/LSLU)"] == "1/1 vs 0/1"
-    assert analysis.convergence_display(verdict.reset_index())["LSLU epochs"].tolist() == [
+    assert convergence.convergence_display(verdict.reset_index())["LSLU epochs"].tolist() == [
         "2", "not reached"]
-    neither = analysis.convergence_verdict(analysis.convergence_table(results, 0.99))
+    neither = convergence.convergence_verdict(convergence.convergence_table(results, 0.99))
     assert set(neither["LSLU in fewer epochs"]) == {"neither reaches the target"}
-    same = analysis.convergence_verdict(analysis.convergence_table(results[:1] * 2, 0.9)
+    same = convergence.convergence_verdict(convergence.convergence_table(results[:1] * 2, 0.9)
                                         .assign(activation=["baseline", "lslu"]))
     assert same["LSLU in fewer epochs"].iloc[0] == "no, the same"
 
@@ -86,22 +86,21 @@ SMALL = dict(dataset="digits", limit=64, epochs=1, batch_size=32, warmup_epochs=
 
 
 def test_configs_are_validated_before_training():
-    base = experiments.base_config(**SMALL)
-    configs = experiments.with_and_without_lslu_configs(base, ["vanillanet_5_x0_25"], [0, 1])
+    base = common.base_config(**SMALL)
+    configs = cifar.with_and_without_lslu_configs(base, ["vanillanet_5_x0_25"], [0, 1])
     assert [(c.activation, c.seed) for c in configs] == [(None, 0), (None, 1), ("lslu", 0),
                                                           ("lslu", 1)]
     with pytest.raises(ValueError, match="non-empty list"):
-        experiments.with_and_without_lslu_configs(base, "resnet18", [0])
+        cifar.with_and_without_lslu_configs(base, "resnet18", [0])
     with pytest.raises(ValueError, match="non-empty list"):
-        experiments.with_and_without_lslu_configs(base, ["resnet18"], [])
+        cifar.with_and_without_lslu_configs(base, ["resnet18"], [])
     with pytest.raises(ValueError, match="unknown model"):
-        experiments.with_and_without_lslu_configs(base, ["resnet19"], [0])
+        cifar.with_and_without_lslu_configs(base, ["resnet19"], [0])
 
 
 def test_with_and_without_lslu_tiny_runs(tmp_path):
-    base = experiments.base_config(**SMALL)
-    out = experiments.with_and_without_lslu(base, ["vanillanet_5_x0_25"], [0],
-                                            results_dir=tmp_path, progress=False)
+    configs = cifar.configs(models=["vanillanet_5_x0_25"], seeds=[0], extra=SMALL)
+    out = cifar.with_and_without_lslu(run_grid(configs, results_dir=tmp_path, progress=False))
     assert len(out.results) == 2 and out.seeds == [0] and out.datasets == ["digits"]
     assert out.frame["label"].tolist() == ["vanillanet_5_x0_25 + series",
                                            "vanillanet_5_x0_25 + lslu"]
@@ -116,22 +115,20 @@ def test_with_and_without_lslu_tiny_runs(tmp_path):
     shown = out.display_gains()
     assert shown["Welch p"].tolist() == ["n/a"]
     assert out.display_table()["top-1 (%)"].str.match(r"^\d+\.\d$").all()
-    again = experiments.with_and_without_lslu(base, ["vanillanet_5_x0_25"], [0],
-                                              results_dir=tmp_path, progress=False)
+    again = cifar.with_and_without_lslu(run_grid(configs, results_dir=tmp_path, progress=False))
     assert all(r.cached for r in again.results)  # the shared runs come from the store
 
 
-def comparison_from(results) -> "experiments.LsluComparison":
-    frame = experiments.results_frame(results)
-    frame.insert(2, "label", [experiments.run_label(r.config) for r in results])
-    history = experiments.history_frame(results)
-    return experiments.LsluComparison(results, frame, pd.DataFrame(),
-                                      experiments.compare(frame, ["model"], "activation",
-                                                          "baseline"),
-                                      history, experiments.mean_curves(history))
+def comparison_from(results) -> "cifar.LsluComparison":
+    frame = common.results_frame(results)
+    frame.insert(2, "label", [common.run_label(r.config) for r in results])
+    history = cifar.history_frame(results)
+    return cifar.LsluComparison(results, frame, pd.DataFrame(),
+                                common.compare(frame, ["model"], "activation", "baseline"),
+                                history, cifar.mean_curves(history))
 
 
-def test_gains_over_two_seeds_have_p_value_and_interval():
+def test_gains_over_two_seeds_have_p_value_and_interval(tmp_path, monkeypatch):
     results = [fake_result(activation=a, seed=s, val_acc=(v,))
                for a, vs in ((None, (0.80, 0.82)), ("lslu", (0.90, 0.93))) for s, v in
                enumerate(vs)]
@@ -141,45 +138,77 @@ def test_gains_over_two_seeds_have_p_value_and_interval():
     assert shown["Welch p"].iloc[0] != "n/a"
     assert shown["bootstrap 95% interval (pp)"].iloc[0].startswith("[")
     assert cmp.curves["seeds"].tolist() == [2, 2]
-    assert "need" in experiments.significance_note([0]) and "1 seed" in \
-        experiments.significance_note([0])
-    assert "Welch" in experiments.significance_note([0, 1])
-    cmp.table = experiments.summarize(cmp.frame, ["model", "activation", "act_fn", "label"]).assign(
+    assert "need" in common.significance_note([0]) and "1 seed" in \
+        common.significance_note([0])
+    assert "Welch" in common.significance_note([0, 1])
+    cmp.table = common.summarize(cmp.frame, ["model", "activation", "act_fn", "label"]).assign(
         params=100, params_deploy=80, mflops=2.0)
     (line,) = cmp.summary_lines()
     assert line.startswith("vanillanet_5_x0_25: series 81.0% -> LSLU 91.5% top-1, gain +10.5 pp "
                            "(Welch p = ")
-    table = cmp.paper_vs_ours({"vanillanet_5_x0_25": "+3.17"})
-    assert table.loc[("vanillanet_5_x0_25", "LSLU gain (pp)"), "paper"] == "+3.17"
+    table = cmp.paper_vs_ours("E2", "VanillaNet-5, CIFAR-100")  # the shipped file: E2 gain only
+    assert table.loc[("vanillanet_5_x0_25", "LSLU gain (pp)"), "paper"] == \
+        "+3.17 (VanillaNet-5, CIFAR-100)"
     assert table.loc[("vanillanet_5_x0_25", "LSLU gain (pp)"), "ours"] == "+10.5"
-    assert (table["paper"] == "not public").sum() == len(table) - 1
-    rows = cmp.headline_rows("E2", {"vanillanet_5_x0_25": "+3.17"}, "VanillaNet-5, CIFAR-100")
-    assert [r["unit"] for r in rows] == ["%", "%", "pp"]
-    assert rows[-1] == {"experiment": "E2", "quantity": "LSLU gain, vanillanet_5_x0_25 on digits "
+    assert (table["paper"] == "not available").sum() == len(table) - 1
+    assert (cmp.paper_vs_ours("E1")["paper"] == "not available").all()
+    # a value added to the paper file shows up in its row, and nowhere else
+    extra = tmp_path / "paper.yaml"
+    extra.write_text("E1:\n  vanillanet_5: {top1_baseline: 76.5}\n")
+    monkeypatch.setenv("LSLU_PAPER_VALUES", str(extra))
+    table = cmp.paper_vs_ours("E1")
+    assert table.loc[("vanillanet_5_x0_25", "top-1, series (%)"), "paper"] == "76.50"
+    assert (table["paper"] == "not available").sum() == len(table) - 1
+    monkeypatch.delenv("LSLU_PAPER_VALUES")
+    rows = cmp.headline_rows("E2", "VanillaNet-5, CIFAR-100")
+    assert [r.unit for r in rows] == ["%", "%", "pp"]
+    assert rows[-1].as_dict() == {"experiment": "E2", "quantity": "LSLU gain, vanillanet_5_x0_25 on digits "
                         "(paper: VanillaNet-5, CIFAR-100)", "ours": 10.5, "paper": "+3.17",
                         "unit": "pp"}
-    assert cmp.headline_rows("E1")[-1]["quantity"] == "LSLU gain, vanillanet_5_x0_25 on digits"
+    assert cmp.headline_rows("E1")[-1].quantity == "LSLU gain, vanillanet_5_x0_25 on digits"
 
 
 def test_history_frame_running_seconds():
-    h = experiments.history_frame([fake_result()])
+    h = cifar.history_frame([fake_result()])
     assert h["train_seconds"].tolist() == [1.0, 3.0, 6.0, 10.0]
     assert h["val_acc"].tolist() == pytest.approx([50, 85, 92, 95])
 
 
 def test_paper_gain_comparability_and_dataset_note():
-    ok, diffs = experiments.paper_gain_comparability(
+    ok, diffs = cifar.paper_gain_comparability(
         TrainConfig.reference_recipe().to_dict(), "vanillanet_5")
     assert ok and diffs == []
-    ok, diffs = experiments.paper_gain_comparability(experiments.base_config(**SMALL),
+    ok, diffs = cifar.paper_gain_comparability(common.base_config(**SMALL),
                                                      "vanillanet_5_x0_25")
     assert not ok
     assert diffs[0] == "dataset: 'digits' vs 'cifar100'"
     assert any(d.startswith("input_size: 32 vs 224") for d in diffs)
-    assert "stands in" in experiments.dataset_note("digits", "cifar10", "E1")
-    assert "stands in" not in experiments.dataset_note("cifar10", "cifar10", "E1")
+    assert "stands in" in common.dataset_note("digits", "cifar10", "E1")
+    assert "stands in" not in common.dataset_note("cifar10", "cifar10", "E1")
     assert "cifar10, cifar100 or imagefolder; this page runs on cifar100." in \
-        experiments.dataset_note("cifar100", ["cifar10", "cifar100", "imagefolder"], "E7")
+        common.dataset_note("cifar100", ["cifar10", "cifar100", "imagefolder"], "E7")
+
+
+def test_printed_notes_fit_the_text_column_and_keep_every_word():
+    # the book clips stream outputs at about 90 characters instead of wrapping them
+    long_hw = "NVIDIA H200 with a very long marketing name " * 3
+    results = [fake_result(seed=s) for s in (0, 1)]
+    for r in results:
+        r.hardware = {"gpu": long_hw}
+    texts = [common.run_header("paper", results),
+             common.dataset_note("digits", ["cifar10", "cifar100", "imagefolder"], "E7"),
+             common.significance_note([0]), common.significance_note([0, 1]),
+             common.wrap("  1. " + "word " * 40)]
+    for text in texts:
+        assert max(map(len, text.splitlines())) <= common.TEXT_WIDTH, text
+    header = common.run_header("paper", results)
+    assert "2 seeds [0, 1]" in header and "2 runs" in header and " ".join(long_hw.split()) in \
+        " ".join(header.split())
+    one = common.run_header("paper", results[:1])
+    assert "1 seed [0]" in one and "| 1 run\n" in one  # singular, no "1 seed(s)"
+    item = common.wrap("  1. " + "word " * 40).splitlines()
+    assert item[0].startswith("  1. word") and all(ln.startswith("     word") for ln in item[1:])
+    assert common.wrap("short\nlines stay") == "short\nlines stay"
 
 
 # --------------------------------------------------------------------------------- plots
@@ -187,11 +216,11 @@ def test_plots_with_and_without():
     results = [fake_result(m, a, val_acc=(0.5, 0.9)) for m in ("vanillanet_5_x0_25", "resnet18")
                for a in (None, "lslu")]
     cmp = comparison_from(results)
-    fig = plots.plot_with_and_without(cmp.curves, "val_acc", target=90)
+    fig = cifar.plot_with_and_without(cmp.curves, "val_acc", target=90)
     assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 5  # 4 runs + target
-    fig = plots.plot_convergence(cmp.curves, target=90)
+    fig = convergence.plot_convergence(cmp.curves, target=90)
     assert len(fig.axes) == 3 and fig.axes[1].get_legend() is None
-    fig = plots.plot_top1_bars(cmp.frame)
+    fig = cifar.plot_top1_bars(cmp.frame)
     ax = fig.axes[0]
     assert len(ax.patches) == 4
     assert {t.get_text() for t in ax.texts} == {"90.0"}

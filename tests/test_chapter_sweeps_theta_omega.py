@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from lslu import analysis, experiments, plots
+from lslu.chapters import common, dropout, sweeps, theta_omega
 from lslu.results import RunResult
 from lslu.train import TrainConfig, train
 
@@ -27,29 +27,29 @@ from lslu.train import TrainConfig, train
     ([0.0, 1.0, 0.0, 1.0, 0.0], "other"),
 ])
 def test_classify_trend_labels(values, label):
-    assert analysis.classify_trend(values) == label
-    assert label in analysis.TREND_LABELS
+    assert theta_omega.classify_trend(values) == label
+    assert label in theta_omega.TREND_LABELS
 
 
 def test_classify_trend_ignores_wiggles_below_the_tolerance():
     # a 2% dip on a rise of 1.0 is not a move at tolerance 0.1, but is one at 0.01
     values = [0.0, 0.5, 0.48, 1.0]
-    assert analysis.classify_trend(values, tolerance=0.1) == "monotone up"
-    assert analysis.classify_trend(values, tolerance=0.01) == "other"
+    assert theta_omega.classify_trend(values, tolerance=0.1) == "monotone up"
+    assert theta_omega.classify_trend(values, tolerance=0.01) == "other"
 
 
 def test_classify_trend_is_relative_to_the_range():
     base = np.array([1.0, 0.9, 0.8, 0.85, 0.95, 0.96, 0.96])
     for scale in (0.01, 1.0, 100.0):
-        assert analysis.classify_trend(1 + scale * (base - 1)) == "down-up-stable"
+        assert theta_omega.classify_trend(1 + scale * (base - 1)) == "down-up-stable"
 
 
 def test_classify_trend_stable_window():
     values = [1.0, 0.5, 0.0, 0.5, 0.88, 0.98, 1.0]
     # range 1, so the stability threshold is 0.1: the last 2 steps span 0.12 (still
     # moving), the last step alone 0.02 (stable)
-    assert analysis.classify_trend(values, stable_epochs=2) == "down-up"
-    assert analysis.classify_trend(values, stable_epochs=1) == "down-up-stable"
+    assert theta_omega.classify_trend(values, stable_epochs=2) == "down-up"
+    assert theta_omega.classify_trend(values, stable_epochs=1) == "down-up-stable"
 
 
 @pytest.mark.parametrize("kwargs", [dict(tolerance=0.0), dict(tolerance=1.0),
@@ -57,27 +57,27 @@ def test_classify_trend_stable_window():
                                     dict(stable_epochs=1.5), dict(flat=-1.0)])
 def test_classify_trend_rejects_bad_parameters(kwargs):
     with pytest.raises(ValueError):
-        analysis.classify_trend([0.0, 1.0, 2.0], **kwargs)
+        theta_omega.classify_trend([0.0, 1.0, 2.0], **kwargs)
 
 
 def test_classify_trend_rejects_bad_values():
     with pytest.raises(ValueError, match="at least 2"):
-        analysis.classify_trend([1.0])
+        theta_omega.classify_trend([1.0])
     with pytest.raises(ValueError, match="finite"):
-        analysis.classify_trend([1.0, math.nan, 2.0])
+        theta_omega.classify_trend([1.0, math.nan, 2.0])
 
 
 def test_check_trend_parameters_epochs():
-    analysis.check_trend_parameters(0.1, 2, epochs=2)
+    theta_omega.check_trend_parameters(0.1, 2, epochs=2)
     with pytest.raises(ValueError, match="must not exceed"):
-        analysis.check_trend_parameters(0.1, 3, epochs=2)
+        theta_omega.check_trend_parameters(0.1, 3, epochs=2)
 
 
 def test_trend_moves():
-    assert analysis.trend_moves([0, 1, 0, 1], 0.5) == ["up", "down", "up"]
-    assert analysis.trend_moves([0, 0.4, 0.1, 0.45], 0.5) == []
+    assert theta_omega.trend_moves([0, 1, 0, 1], 0.5) == ["up", "down", "up"]
+    assert theta_omega.trend_moves([0, 0.4, 0.1, 0.45], 0.5) == []
     with pytest.raises(ValueError):
-        analysis.trend_moves([0, 1], 0.0)
+        theta_omega.trend_moves([0, 1], 0.0)
 
 
 # --------------------------------------------------------------- hand-made RunResults for E4
@@ -112,7 +112,7 @@ def test_trend_table_on_a_hand_made_run():
     # stored results keep layers sorted by name; the table puts the stem first
     r = _result({"stages.0.act": [[1.0, 1.0]] * 6, "stem_act": CLAIM_THETA},
                 {"stages.0.act": [[0.0, 0.0]] * 6, "stem_act": CLAIM_OMEGA})
-    table = analysis.trend_table(r)
+    table = theta_omega.trend_table(r)
     assert list(table["layer"]) == ["stem_act", "stem_act", "stages.0.act", "stages.0.act"]  # stem first
     assert list(table["i"]) == [1, 2, 1, 2]
     assert list(table["theta_trend"]) == ["down-up-stable", "monotone up", "flat", "flat"]
@@ -120,38 +120,38 @@ def test_trend_table_on_a_hand_made_run():
     assert list(table["matches_claim"]) == [True, False, False, False]
     assert table.loc[0, "theta_start"] == 1.0 and table.loc[0, "omega_start"] == 0.0  # the init
     assert table.loc[0, "theta_min"] == pytest.approx(0.8)
-    summary = analysis.trend_summary(table)
+    summary = theta_omega.trend_summary(table)
     assert summary["pairs"] == 4 and summary["matching"] == 1
     assert summary["fraction"] == pytest.approx(0.25)
     assert summary["theta_labels"]["flat"] == 2
-    shown = analysis.trend_display(table)
+    shown = theta_omega.trend_display(table)
     assert shown.loc[0, "θ: start → end"] == "1.000 → 0.980"
-    assert analysis.trend_display(table.assign(omega_end=-0.0001)).loc[0, "ω: start → end"] \
+    assert theta_omega.trend_display(table.assign(omega_end=-0.0001)).loc[0, "ω: start → end"] \
         == "0.000 → 0.000"
-    assert analysis.trend_display(table.assign(omega_end=-0.001)).loc[0, "ω: start → end"] \
+    assert theta_omega.trend_display(table.assign(omega_end=-0.001)).loc[0, "ω: start → end"] \
         == "0.000 → -0.001"
     assert shown.loc[0, "matches the abstract"] == "yes"
 
 
 def test_trend_table_without_the_initial_value():
     r = _result({"a": CLAIM_THETA}, {"a": CLAIM_OMEGA})
-    table = analysis.trend_table(r, include_init=False)
+    table = theta_omega.trend_table(r, include_init=False)
     assert table.loc[0, "theta_start"] == pytest.approx(0.9)
     assert table.loc[0, "theta_trend"] == "down-up-stable"
 
 
 def test_activation_history_and_ramp_end():
     r = _result({"a": CLAIM_THETA}, {"a": CLAIM_OMEGA}, decay_epochs=2)
-    history = analysis.activation_history(r)
+    history = theta_omega.activation_history(r)
     assert [h["epoch"] for h in history] == [0, 1, 2, 3, 4, 5, 6]
     assert history[0]["theta"] == {"a": [1.0, 1.0]} and history[0]["omega"] == {"a": [0.0, 0.0]}
-    assert len(analysis.activation_history(r, include_init=False)) == 6
-    assert analysis.lambda_ramp_end(r) == 2  # epochs 1 and 2 ramp, λ = 1 from epoch 3 on
-    assert analysis.lambda_ramp_end(_result({"a": CLAIM_THETA}, {"a": CLAIM_OMEGA},
+    assert len(theta_omega.activation_history(r, include_init=False)) == 6
+    assert theta_omega.lambda_ramp_end(r) == 2  # epochs 1 and 2 ramp, λ = 1 from epoch 3 on
+    assert theta_omega.lambda_ramp_end(_result({"a": CLAIM_THETA}, {"a": CLAIM_OMEGA},
                                             decay_epochs=0)) is None
-    assert analysis.lambda_ramp_end(_result({"a": CLAIM_THETA}, {"a": CLAIM_OMEGA},
+    assert theta_omega.lambda_ramp_end(_result({"a": CLAIM_THETA}, {"a": CLAIM_OMEGA},
                                             decay_epochs=9)) is None  # never reaches 1
-    assert analysis.lambda_ramp_end(_result({"a": CLAIM_THETA}, {"a": CLAIM_OMEGA},
+    assert theta_omega.lambda_ramp_end(_result({"a": CLAIM_THETA}, {"a": CLAIM_OMEGA},
                                             model="resnet18")) is None
 
 
@@ -160,15 +160,15 @@ def test_activation_history_needs_lslu_layers():
     for h in r.history:
         h["theta"], h["omega"] = {}, {}
     with pytest.raises(ValueError, match="no LSLU layer"):
-        analysis.activation_history(r)
+        theta_omega.activation_history(r)
 
 
 def test_frozen_check_and_learnable_vs_frozen_curves():
     learn = _result({"a": CLAIM_THETA}, {"a": CLAIM_OMEGA}, accs=[0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
     frozen = _result({"a": [[1.0, 1.0]] * 6}, {"a": [[0.0, 0.0]] * 6}, frozen=True,
                      accs=[0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
-    assert analysis.is_frozen_at_init(frozen) and not analysis.is_frozen_at_init(learn)
-    curves = analysis.learnable_vs_frozen_curves([learn, frozen])
+    assert theta_omega.is_frozen_at_init(frozen) and not theta_omega.is_frozen_at_init(learn)
+    curves = theta_omega.learnable_vs_frozen_curves([learn, frozen])
     assert set(curves["variant"]) == {"learnable θ, ω", "frozen θ, ω"}
     last = curves[curves["epoch"] == 6].set_index("variant")["val_acc"]
     assert last["learnable θ, ω"] == pytest.approx(90.0)
@@ -178,21 +178,21 @@ def test_frozen_check_and_learnable_vs_frozen_curves():
 
 def test_trajectory_plot_with_the_ramp_marked():
     r = _result({"a": CLAIM_THETA, "b": CLAIM_THETA}, {"a": CLAIM_OMEGA, "b": CLAIM_OMEGA})
-    fig = plots.plot_trajectories(analysis.activation_history(r), "theta")
-    fig = plots.mark_epoch(fig, analysis.lambda_ramp_end(r))
+    fig = theta_omega.plot_trajectories(theta_omega.activation_history(r), "theta")
+    fig = theta_omega.mark_epoch(fig, theta_omega.lambda_ramp_end(r))
     assert isinstance(fig, Figure)
     visible = [ax for ax in fig.axes if ax.get_visible()]
     for ax in visible:
         assert any(list(line.get_xdata()) == [2, 2] for line in ax.get_lines())
     assert "end of the λ ramp" in [t.get_text() for t in visible[0].get_legend().get_texts()]
-    assert plots.mark_epoch(fig, None) is fig
+    assert theta_omega.mark_epoch(fig, None) is fig
 
 
 # ------------------------------------------------------------------------- E5: dropout sites
 def test_dropout_sites():
-    vanilla = analysis.dropout_sites("vanillanet_5_x0_25", drop_rate=0.3)
+    vanilla = dropout.dropout_sites("vanillanet_5_x0_25", drop_rate=0.3)
     assert list(vanilla["module"]) == ["dropout"] and vanilla.loc[0, "p"] == 0.3
-    resnet = analysis.dropout_sites("resnet18", drop_rate=0.3)
+    resnet = dropout.dropout_sites("resnet18", drop_rate=0.3)
     assert len(resnet) == 8 and set(resnet["inside"]) == {f"layers.{i}" for i in range(8)}
 
 
@@ -209,19 +209,19 @@ def _sweep_frame():
 
 
 def test_sweep_table_and_best_levels():
-    table = experiments.sweep_table(_sweep_frame(), "act_num")
+    table = sweeps.sweep_table(_sweep_frame(), "act_num")
     assert list(table["model"]) == ["m1"] * 3 + ["m2"] * 3
     assert list(table["act_num"]) == [1, 2, 3, 1, 2, 3]
     assert list(table["kernel"]) == ["3x3", "5x5", "7x7"] * 2
     assert table.loc[0, "top1_mean"] == pytest.approx(91.0)
     assert table.loc[0, "top1_std"] == pytest.approx(math.sqrt(2))
     assert table.loc[2, "mflops"] == pytest.approx(6.0)
-    best = experiments.best_levels(table, "act_num").set_index("model")
+    best = sweeps.best_levels(table, "act_num").set_index("model")
     assert best.loc["m1", "best act_num"] == 3 and best.loc["m1", "worst act_num"] == 1
     assert best.loc["m1", "spread"] == pytest.approx(4.0)
     assert best.loc["m2", "best act_num"] == 1  # a tie between 1 and 3: the smaller n
     assert best.loc["m2", "worst act_num"] == 2 and best.loc["m2", "levels"] == 3
-    shown = experiments.sweep_display(table, "act_num", "n")
+    shown = sweeps.sweep_display(table, "act_num", "n")
     assert list(shown.columns[:3]) == ["model", "n", "depthwise kernel"]
     assert shown.loc[0, "top-1 (%)"] == "91.0 ± 1.4"
 
@@ -230,18 +230,18 @@ def test_sweep_table_other_axis_has_no_kernel_and_one_seed_has_no_std():
     frame = _sweep_frame().rename(columns={"act_num": "drop_rate"})
     frame = frame[frame["seed"] == 0]
     frame["drop_rate"] = frame["drop_rate"] / 10
-    table = experiments.sweep_table(frame, "drop_rate")
+    table = sweeps.sweep_table(frame, "drop_rate")
     assert "kernel" not in table and table["top1_std"].isna().all()
-    shown = experiments.sweep_display(table, "drop_rate", "dropout")
+    shown = sweeps.sweep_display(table, "drop_rate", "dropout")
     assert shown.loc[0, "top-1 (%)"] == "90.0"
-    fig = plots.plot_sweep(table, "drop_rate")
+    fig = sweeps.plot_sweep(table, "drop_rate")
     assert isinstance(fig, Figure)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0.1", "0.2", "0.3"]
 
 
 def test_plot_sweep_draws_error_bars_with_seeds():
-    table = experiments.sweep_table(_sweep_frame(), "act_num")
-    fig = plots.plot_sweep(table, "act_num", title="t")
+    table = sweeps.sweep_table(_sweep_frame(), "act_num")
+    fig = sweeps.plot_sweep(table, "act_num", title="t")
     ax = fig.axes[0]
     assert len(ax.containers) == 2  # one errorbar container per model
     assert all(c.has_yerr for c in ax.containers)
@@ -250,19 +250,19 @@ def test_plot_sweep_draws_error_bars_with_seeds():
 @pytest.mark.parametrize("values", [[], 3, [1, 1], (0.0, 0.0)])
 def test_check_sweep_levels_rejects(values):
     with pytest.raises(ValueError):
-        experiments.check_sweep_levels("act_nums", values)
+        common.check_sweep_levels("act_nums", values)
 
 
 def test_check_sweep_levels_accepts():
-    assert experiments.check_sweep_levels("drop_rates", (0.0, 0.3)) == [0.0, 0.3]
+    assert common.check_sweep_levels("drop_rates", (0.0, 0.3)) == [0.0, 0.3]
 
 
 def test_sweep_grids_validate_bad_values():
-    base = experiments.base_config(dataset="digits", epochs=1)
+    base = common.base_config(dataset="digits", epochs=1)
     with pytest.raises(ValueError, match="act_num"):
-        experiments.grid(base, model=["resnet18"], activation=["lslu"], act_num=[0])
+        common.grid(base, model=["resnet18"], activation=["lslu"], act_num=[0])
     with pytest.raises(ValueError, match="drop_rate"):
-        experiments.grid(base, model=["resnet18"], activation=["lslu"], drop_rate=[1.5])
+        common.grid(base, model=["resnet18"], activation=["lslu"], drop_rate=[1.5])
 
 
 # ------------------------------------------------------------------------------ one tiny run
@@ -270,8 +270,8 @@ def test_frozen_run_keeps_theta_omega_at_init(tmp_path):
     cfg = TrainConfig(model="vanillanet_5_x0_25", activation="lslu", act_num=1, dataset="digits",
                       limit=128, epochs=1, batch_size=32, freeze_activation=True, decay_epochs=1)
     result = train(cfg, results_dir=tmp_path, progress=False)
-    assert analysis.is_frozen_at_init(result)
-    table = analysis.trend_table(result)
+    assert theta_omega.is_frozen_at_init(result)
+    table = theta_omega.trend_table(result)
     assert set(table["theta_trend"]) == {"flat"} and set(table["omega_trend"]) == {"flat"}
     assert len(table) == 4  # VanillaNet-5: the stem's LSLU and one per stage, n = 1 each
-    assert analysis.lambda_ramp_end(result) is None  # one epoch at λ = 0: the ramp never ends
+    assert theta_omega.lambda_ramp_end(result) is None  # one epoch at λ = 0: the ramp never ends

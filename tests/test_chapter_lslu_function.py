@@ -10,11 +10,10 @@ import torch
 from matplotlib.figure import Figure
 
 from lslu import build_model
-from lslu.analysis import (SIGN_CASES, closed_form_error, deploy_error, models_per_act_num,
-                           move_activation_parameters_, parameter_table, random_images,
-                           representative_draws, series_pieces_table, shape_curves)
-from lslu.plots import (plot_activation_shapes, plot_bars_with_error, plot_curves,
-                        plot_histograms, plot_three_pieces, plot_trajectories)
+from lslu.chapters.lslu_function import SIGN_CASES, closed_form_error, deploy_error, models_per_act_num, move_activation_parameters_, parameter_table, random_images, representative_draws, series_pieces_table, shape_curves
+from lslu.chapters.lslu_function import plot_activation_shapes, plot_three_pieces
+from lslu.chapters.plots import plot_bars_with_error, plot_curves, plot_histograms
+from lslu.chapters.theta_omega import plot_trajectories
 
 
 def _visible_axes(fig):

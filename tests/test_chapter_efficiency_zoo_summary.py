@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from matplotlib.figure import Figure
 
-from lslu import analysis, experiments, plots
+from lslu.chapters import common, efficiency, lslu_function, summary, zoo
 from lslu.models import build_model
 from lslu.results import ResultsStore
 
@@ -23,7 +23,7 @@ def _tiny():
 def test_measure_latency_gives_ordered_positive_percentiles():
     model = _tiny().train()
     before = [p.detach().clone() for p in model.parameters()]
-    out = analysis.measure_latency(model, batch=2, input_size=16, device="cpu", repeats=5,
+    out = efficiency.measure_latency(model, batch=2, input_size=16, device="cpu", repeats=5,
                                    warmup=1)
     assert set(out) == {"median_ms", "p10", "p90"}
     assert out["median_ms"] > 0 and out["p10"] > 0
@@ -38,30 +38,30 @@ def test_measure_latency_gives_ordered_positive_percentiles():
 def test_measure_latency_rejects_bad_settings(kwargs):
     args = {"batch": 1, "input_size": 8, "device": "cpu", "repeats": 2, "warmup": 0} | kwargs
     with pytest.raises(ValueError):
-        analysis.measure_latency(_tiny(), **args)
+        efficiency.measure_latency(_tiny(), **args)
 
 
 def test_latency_table_times_every_graph_and_skips_pairs():
     graphs = {("series", "train"): _tiny(), ("lslu", "train"): _tiny()}
-    table = analysis.latency_table(graphs, [8, 16], [1, 2], "cpu", repeats=3, warmup=0,
+    table = efficiency.latency_table(graphs, [8, 16], [1, 2], "cpu", repeats=3, warmup=0,
                                    skip=[[16, 2]])
     assert len(table) == 2 * 3
     assert (16, 2) not in set(zip(table.input_size, table.batch))
     assert (table.p10 <= table.median_ms).all() and (table.median_ms <= table.p90).all()
-    ratios = analysis.latency_ratios(table)
+    ratios = efficiency.latency_ratios(table)
     assert len(ratios) == 3 and (ratios["lslu / series"] > 0).all()
-    shown = analysis.latency_display(table)
+    shown = efficiency.latency_display(table)
     assert "lslu / series" in shown.columns and len(shown) == 3
 
 
 def test_efficiency_graphs_deploy_is_exact_and_costs_are_counted():
-    graphs = analysis.efficiency_graphs("vanillanet_5_x0_25", 10, ("series", "lslu"), act_num=2)
-    x = analysis.random_images(2, 32, seed=0)
+    graphs = efficiency.efficiency_graphs("vanillanet_5_x0_25", 10, ("series", "lslu"), act_num=2)
+    x = lslu_function.random_images(2, 32, seed=0)
     with torch.no_grad():
         for act in ("series", "lslu"):
             train, deploy = graphs[(act, "train")](x), graphs[(act, "deploy")](x)
             assert torch.allclose(train, deploy, rtol=1e-4, atol=1e-4)
-    costs = analysis.cost_table(graphs, [32, 64]).set_index(["input_size", "activation"])
+    costs = efficiency.cost_table(graphs, [32, 64]).set_index(["input_size", "activation"])
     layers = 4  # stem and three stages
     extra = costs.loc[(32, "lslu"), "params (train)"] - costs.loc[(32, "series"), "params (train)"]
     assert extra == 2 * 2 * layers
@@ -72,22 +72,22 @@ def test_efficiency_graphs_deploy_is_exact_and_costs_are_counted():
 
 
 def test_efficiency_headlines_flag_the_latency_ratio_as_timing():
-    graphs = analysis.efficiency_graphs("vanillanet_5_x0_25", 10)
-    costs = analysis.cost_table(graphs, [32])
-    latency = analysis.latency_table(graphs, [32], [1], "cpu", repeats=2, warmup=0)
-    rows = analysis.efficiency_headlines(costs, latency, "vanillanet_5_x0_25", "cpu")
-    assert {r["experiment"] for r in rows} == {"E9"}
-    assert all(r["paper"] == "not public" for r in rows)
-    timing = [r for r in rows if r.get("timing")]
-    assert len(timing) == 1 and "latency" in timing[0]["quantity"]
-    assert next(r for r in rows if "extra params" in r["quantity"])["ours"] == 2 * 3 * 4
+    graphs = efficiency.efficiency_graphs("vanillanet_5_x0_25", 10)
+    costs = efficiency.cost_table(graphs, [32])
+    latency = efficiency.latency_table(graphs, [32], [1], "cpu", repeats=2, warmup=0)
+    rows = efficiency.efficiency_headlines(costs, latency, "vanillanet_5_x0_25", "cpu")
+    assert {r.experiment for r in rows} == {"E9"}
+    assert all(r.paper == "not available" for r in rows)
+    timing = [r for r in rows if r.timing]
+    assert len(timing) == 1 and "latency" in timing[0].quantity
+    assert next(r for r in rows if "extra params" in r.quantity).ours == 2 * 3 * 4
 
 
 def test_check_efficiency_parameters(tmp_path):
     ok = dict(model="vanillanet_5", num_classes=100, act_num=3, input_sizes=[32, 224],
               batch_sizes=[1, 16], latency_skip=[[224, 16]], repeats=5, warmup=1, device="cpu",
               benchmarks_dir=str(tmp_path))
-    assert analysis.check_efficiency_parameters(**ok) == [(32, 1), (32, 16), (224, 1)]
+    assert efficiency.check_efficiency_parameters(**ok) == [(32, 1), (32, 16), (224, 1)]
     bad = [({"model": "resnet18"}, "VanillaNet"), ({"model": "nope"}, "VanillaNet"),
            ({"latency_skip": [[64, 1]]}, "not input_sizes"), ({"input_sizes": [16]}, "32 px"),
            ({"batch_sizes": []}, "non-empty"), ({"repeats": 0}, "repeats"),
@@ -96,12 +96,12 @@ def test_check_efficiency_parameters(tmp_path):
            ({"latency_skip": [[32, 1], [32, 16], [224, 1], [224, 16]]}, "no \\(input size")]
     for change, message in bad:
         with pytest.raises(ValueError, match=message):
-            analysis.check_efficiency_parameters(**(ok | change))
+            efficiency.check_efficiency_parameters(**(ok | change))
 
 
 def test_benchmark_tables(tmp_path):
-    assert analysis.speed_benchmark_table(tmp_path).empty
-    assert analysis.gpu_check_table(tmp_path) is None
+    assert efficiency.speed_benchmark_table(tmp_path).empty
+    assert efficiency.gpu_check_table(tmp_path) is None
     (tmp_path / "activation_speed_cpu.json").write_text(json.dumps({
         "machine": {"device": "cpu", "cpu": "Test CPU", "cpu_count": 2, "torch_threads": 2},
         "summary": {"eager_lslu_over_series": {"value": 1.0712, "target": "<= 1.25",
@@ -109,24 +109,24 @@ def test_benchmark_tables(tmp_path):
                     "training_ratio": 0.998}}))
     (tmp_path / "gpu_check.json").write_text(json.dumps({"device": "H200",
                                                          "checks": {"deploy_error": 1.234567e-6}}))
-    speed = analysis.speed_benchmark_table(tmp_path)
+    speed = efficiency.speed_benchmark_table(tmp_path)
     assert list(speed["value"]) == [1.07, 1.0]
     assert list(speed["verdict"]) == ["pass", ""]
     assert speed["machine"].iloc[0] == "cpu: Test CPU, 2 cores, 2 threads"
-    gpu = analysis.gpu_check_table(tmp_path).set_index("entry")["value"]
+    gpu = efficiency.gpu_check_table(tmp_path).set_index("entry")["value"]
     assert gpu["device"] == "H200" and gpu["checks.deploy_error"] == "1.23e-06"
     with pytest.raises(ValueError, match="does not exist"):
-        analysis.speed_benchmark_table(tmp_path / "missing")
+        efficiency.speed_benchmark_table(tmp_path / "missing")
 
 
 def test_plot_latency_and_seed_dots():
     table = pd.DataFrame([{"activation": a, "graph": g, "input_size": 32, "batch": 1,
                            "median_ms": 2.0, "p10": 1.5, "p90": 3.0}
                           for a in ("series", "lslu") for g in ("train", "deploy")])
-    assert isinstance(plots.plot_latency(table), Figure)
+    assert isinstance(efficiency.plot_latency(table), Figure)
     frame = pd.DataFrame({"act_fn": ["relu", "relu", "lslu", "lslu"], "seed": [0, 1, 0, 1],
                           "top1": [90.0, 91.0, 92.0, 93.0]})
-    fig = plots.plot_seed_dots(frame, "act_fn", "top1", order=["lslu", "relu"], highlight=["lslu"])
+    fig = zoo.plot_seed_dots(frame, "act_fn", "top1", order=["lslu", "relu"], highlight=["lslu"])
     assert isinstance(fig, Figure)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["lslu", "relu"]
 
@@ -136,16 +136,16 @@ BASE = {"dataset": "digits", "epochs": 2}
 
 
 def test_zoo_configs_share_the_baseline_run():
-    configs = experiments.zoo_configs(BASE, "vanillanet_5_x0_25", ["relu", "series", "lslu"],
+    configs = zoo.zoo_configs(BASE, "vanillanet_5_x0_25", ["relu", "series", "lslu"],
                                       [0, 1], "series")
     assert [(c.activation, c.seed) for c in configs] == [
         ("relu", 0), ("relu", 1), (None, 0), (None, 1), ("lslu", 0), ("lslu", 1)]
     # the baseline is the very run "with vs without LSLU" trains (same run id, from the store)
-    shared = experiments.grid(BASE, model=["vanillanet_5_x0_25"], activation=[None, "lslu"],
+    shared = common.grid(BASE, model=["vanillanet_5_x0_25"], activation=[None, "lslu"],
                               seed=[0])
     assert {c.run_id for c in shared} <= {c.run_id for c in configs}
-    assert experiments.activation_setting("resnet18", "relu") is None
-    assert experiments.activation_setting("resnet18", "series") == "series"
+    assert zoo.activation_setting("resnet18", "relu") is None
+    assert zoo.activation_setting("resnet18", "series") == "series"
 
 
 @pytest.mark.parametrize("activations, seeds, reference, message", [
@@ -157,7 +157,7 @@ def test_zoo_configs_share_the_baseline_run():
 ])
 def test_zoo_configs_reject_bad_parameters(activations, seeds, reference, message):
     with pytest.raises(ValueError, match=message):
-        experiments.zoo_configs(BASE, "vanillanet_5_x0_25", activations, seeds, reference)
+        zoo.zoo_configs(BASE, "vanillanet_5_x0_25", activations, seeds, reference)
 
 
 def _zoo_frame():
@@ -169,71 +169,73 @@ def _zoo_frame():
 
 
 def test_zoo_summary_ranks_and_compares_with_the_reference():
-    summary = experiments.zoo_summary(_zoo_frame(), "series")
+    summary = zoo.zoo_summary(_zoo_frame(), "series")
     assert summary["act_fn"].tolist() == ["lslu", "series", "relu"]
     by = summary.set_index("act_fn")
     assert by.loc["series", "gain"] == 0.0 and by.loc["series", "significant"] is None
     assert by.loc["lslu", "gain"] == pytest.approx(4.75)
     assert by.loc["relu", "gain"] == pytest.approx(-10.0)
-    shown = experiments.zoo_display(summary, "series")
+    shown = zoo.zoo_display(summary, "series")
     assert shown.loc[1, "activation"] == "lslu" and shown.loc[1, "top-1 (%)"] == "95.2 ± 0.4"
     assert shown.loc[2, "Welch p"] == "reference"
-    rows = experiments.zoo_headlines(summary, "series", "vanillanet_5_x0_25", "digits", [0, 1])
-    by_q = {r["quantity"].split(",")[0]: r["ours"] for r in rows}
+    rows = zoo.zoo_headlines(summary, "series", "vanillanet_5_x0_25", "digits", [0, 1])
+    by_q = {r.quantity.split(",")[0]: r.ours for r in rows}
     assert by_q["zoo: rank of lslu"] == "1 of 3"
     assert by_q["zoo: lslu gain over series"] == 4.75
-    assert all(r["paper"] == "not public" for r in rows)
+    assert all(r.paper == "not available" for r in rows)
 
 
 def test_power_note_is_computed_from_the_seeds():
-    note = experiments.power_note([0, 1])
+    note = zoo.power_note([0, 1])
     assert note.startswith("2 seeds") and "12.71" in note and "4.30" in note
     assert "3 distinct means" in note
-    assert "n/a" in experiments.power_note([0])
+    assert "n/a" in zoo.power_note([0])
 
 
 # --------------------------------------------------------------------------- the summary
 def test_load_headlines_says_what_to_run_when_there_are_none(tmp_path):
     with pytest.raises(RuntimeError, match=r"run the other notebooks first: "
                                            r"python -m lslu\.book execute --profile smoke"):
-        experiments.load_headlines("smoke", tmp_path)
-    ResultsStore(tmp_path).save_headline("fast", "02_x", [])
+        summary.load_headlines("smoke", tmp_path)
+    ResultsStore(tmp_path).save_headline("fast", "02_x", [], parameters={"profile": "fast"})
     with pytest.raises(RuntimeError, match="profile 'smoke'"):
-        experiments.load_headlines("smoke", tmp_path)
+        summary.load_headlines("smoke", tmp_path)
 
 
 def test_headline_frame_orders_flags_and_checks_rows(tmp_path):
-    experiments.save_headline("smoke", "10_efficiency", [
-        {"experiment": "E9", "quantity": "deploy params", "ours": 11.84, "paper": "not public",
+    common.save_headline("smoke", "10_efficiency", [
+        {"experiment": "E9", "quantity": "deploy params", "ours": 11.84, "paper": "not available",
          "unit": "M"},
-        {"experiment": "E9", "quantity": "latency ratio", "ours": 1.03, "paper": "not public",
-         "unit": "ratio", "timing": True}], tmp_path)
-    experiments.save_headline("smoke", "03_cifar100", [
+        {"experiment": "E9", "quantity": "latency ratio", "ours": 1.03, "paper": "not available",
+         "unit": "ratio", "timing": True}], tmp_path, parameters={"profile": "smoke"})
+    common.save_headline("smoke", "03_cifar100", [
         {"experiment": "E2", "quantity": "LSLU gain", "ours": 1.234, "paper": "+3.17",
          "unit": "pp"},
-        {"experiment": "E2", "quantity": "seconds", "ours": 12, "paper": "not public",
-         "unit": "s"}], tmp_path)
-    experiments.save_headline("smoke", "11_activation_zoo", [
+        {"experiment": "E2", "quantity": "seconds", "ours": 12, "paper": "not available",
+         "unit": "s"}], tmp_path, parameters={"profile": "smoke"})
+    common.save_headline("smoke", "11_activation_zoo", [
         {"experiment": "beyond", "quantity": "best", "ours": "lslu (95.0%)",
-         "paper": "not public", "unit": ""}], tmp_path)
-    frame = experiments.headline_frame(experiments.load_headlines("smoke", tmp_path))
+         "paper": "not available", "unit": ""}], tmp_path, parameters={"profile": "smoke"})
+    frame = summary.headline_frame(summary.load_headlines("smoke", tmp_path))
     assert frame["experiment"].tolist() == ["E2", "E2", "E9", "E9", "beyond"]
     assert frame["timing"].tolist() == [False, True, False, True, False]
-    stable = experiments.headline_display(frame, timing=False)
+    stable = summary.headline_display(frame, timing=False)
     assert stable["ours"].tolist() == ["1.23", "11.84", "lslu (95.0%)"]
-    assert experiments.headline_display(frame, timing=True)["ours"].tolist() == ["12", "1.03"]
-    assert experiments.experiments_without_headline(frame) == [
+    assert summary.headline_display(frame, timing=True)["ours"].tolist() == ["12", "1.03"]
+    assert summary.experiments_without_headline(frame) == [
         "E1", "E3", "E4", "E5", "E6", "E7", "E8"]
-    fig = plots.plot_headline_gains(frame, experiments.PAPER_CIFAR100_VANILLANET_GAIN)
+    fig = summary.plot_headline_gains(frame, 3.17)
     assert isinstance(fig, Figure)
-    assert isinstance(plots.plot_headline_gains(frame.iloc[0:0]), Figure)
+    assert isinstance(summary.plot_headline_gains(frame.iloc[0:0]), Figure)
 
 
 @pytest.mark.parametrize("row, message", [
     ({"experiment": "E1", "quantity": "top-1", "ours": 90.0, "paper": "75.6", "unit": "%"},
-     "only public number"),
+     "allowed: 'not available' or a number of"),
+    ({"experiment": "E1", "quantity": "top-1", "ours": 90.0, "paper": "not public", "unit": "%"},
+     "allowed: 'not available'"),
     ({"experiment": "E1", "quantity": "top-1", "ours": 90.0, "unit": "%"}, "lacks"),
 ])
 def test_headline_frame_rejects_invented_paper_values_and_bad_rows(row, message):
     with pytest.raises(ValueError, match=message):
-        experiments.headline_frame({"02_cifar10": [row]})
+        summary.headline_frame({"02_cifar10": [row]})

@@ -1,0 +1,368 @@
+"""Chapter 10 (E9): train vs deploy graphs of VanillaNet with the series activation and with LSLU:
+parameters, FLOPs, latency; and the speed benchmarks' results (benchmarks/results/*.json)."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from matplotlib.figure import Figure
+
+from ..models import VANILLANET_MODELS, VanillaNet, build_model, count_parameters
+from ..train import count_flops, resolve_device
+from ..paper import paper_text
+from .common import Headline, check_positive_int, deployed_copy, paper_number
+from .lslu_function import parameter_table
+from .plots import as_frame, style_axes
+
+
+def configs(**params) -> list:
+    """Chapter 10 trains nothing (it builds untrained models and times them)."""
+    return []
+
+
+# VanillaNet-5 as its own paper publishes it (ImageNet, 1000 classes, 224 px, deploy graph), for
+# context only: these are NOT numbers of the LSLU paper. Its "FLOPs" count a multiply-add once.
+VANILLANET5_PUBLISHED = {"params_M": 15.5, "GMACs": 5.2, "latency_ms": 1.61,
+                         "latency_setting": "batch 1 on an A100"}
+
+
+def efficiency_graphs(name: str, num_classes: int, activations=("series", "lslu"),
+                      act_num: int = 3, seed: int = 0) -> dict:
+    """(activation, graph) -> model in eval mode, graph 'train' (as trained, lambda = 1) or
+    'deploy' (deployed_copy). Weights are initialised after torch.manual_seed(seed): latency and
+    counts do not depend on their values."""
+    graphs = {}
+    for act in activations:
+        torch.manual_seed(seed)
+        model = build_model(name, num_classes, act, act_num).eval()
+        if hasattr(model, "change_act"):
+            model.change_act(1.0)
+        graphs[(act, "train")] = model
+        graphs[(act, "deploy")] = deployed_copy(model)
+    return graphs
+
+
+def cost_table(graphs: dict, input_sizes) -> pd.DataFrame:
+    """Parameters and FLOPs of every activation's train and deploy graph (``graphs`` from
+    efficiency_graphs: (activation, 'train'|'deploy') -> model) at every input size: one row per
+    (input size, activation), with the columns of parameter_table. FLOPs per image from
+    lslu.train.count_flops (FlopCounterMode: convolutions and matrix products, a multiply-add
+    counted as 2; elementwise work such as BN or the activation's g(x) is not counted)."""
+    acts = list(dict.fromkeys(act for act, _ in graphs))
+    rows = []
+    for size in input_sizes:
+        for act in acts:
+            train, deploy = graphs[(act, "train")], graphs[(act, "deploy")]
+            n = getattr(train, "act_num", None)
+            rows.append({"input_size": size, "activation": act, "n": n,
+                         "kernel": f"{2 * n + 1}x{2 * n + 1}" if n else "",
+                         "params (train)": count_parameters(train),
+                         "params (deploy)": count_parameters(deploy),
+                         "MFLOPs (train)": round(count_flops(train, size) / 1e6, 2),
+                         "MFLOPs (deploy)": round(count_flops(deploy, size) / 1e6, 2)})
+    return pd.DataFrame(rows)
+
+
+def _latency_probe(model: nn.Module, batch: int, input_size: int, device):
+    """A function timing one forward of a copy of ``model`` (eval mode, channels_last; on CUDA
+    bf16 autocast) on a fixed random batch, in ms, with CUDA synchronised before and after."""
+    check_positive_int("batch", batch)
+    check_positive_int("input_size", input_size)
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    cuda = device.type == "cuda"
+    model = copy.deepcopy(model).eval().to(device, memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, input_size, input_size, generator=gen).to(
+        device, memory_format=torch.channels_last)
+
+    def forward_ms() -> float:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                    enabled=cuda):
+            if cuda:
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            model(x)
+            if cuda:
+                torch.cuda.synchronize(device)
+            return 1e3 * (time.perf_counter() - t0)
+
+    return forward_ms
+
+
+def _latency_stats(times_ms) -> dict:
+    t = np.asarray(times_ms, dtype=float)
+    p10, median, p90 = np.percentile(t, [10, 50, 90])
+    return {"median_ms": float(median), "p10": float(p10), "p90": float(p90)}
+
+
+def measure_latency(model: nn.Module, batch: int, input_size: int, device="auto",
+                    repeats: int = 5, warmup: int = 1) -> dict:
+    """Latency of one forward pass of ``model`` in eval mode on a batch of ``batch`` random
+    images of ``input_size`` px: ``warmup`` untimed passes, then ``repeats`` timed ones.
+
+    Returns {"median_ms", "p10", "p90"} (milliseconds: median and 10th/90th percentiles over the
+    repeats). Runs on a copy in channels_last; on CUDA under bf16 autocast, with
+    torch.cuda.synchronize around each pass. ``model`` itself is not moved or changed.
+    """
+    check_positive_int("repeats", repeats)
+    check_positive_int("warmup", warmup, minimum=0)
+    forward_ms = _latency_probe(model, batch, input_size, device)
+    for _ in range(warmup):
+        forward_ms()
+    return _latency_stats([forward_ms() for _ in range(repeats)])
+
+
+def latency_table(graphs: dict, input_sizes, batch_sizes, device="auto", repeats: int = 5,
+                  warmup: int = 1, skip=()) -> pd.DataFrame:
+    """measure_latency for every (activation, graph) of ``graphs`` (from efficiency_graphs) at
+    every input size x batch size, except the (input_size, batch) pairs in ``skip``.
+
+    Within one (input size, batch) the models are timed round-robin, one pass each in turn, so
+    that a change of background load hits all of them alike (ratios stay meaningful on a shared
+    machine). One row per measurement: activation, graph, input_size, batch, median_ms, p10, p90.
+    """
+    check_positive_int("repeats", repeats)
+    check_positive_int("warmup", warmup, minimum=0)
+    skip = {tuple(pair) for pair in skip}
+    rows = []
+    for size in input_sizes:
+        for batch in batch_sizes:
+            if (size, batch) in skip:
+                continue
+            probes = {key: _latency_probe(m, batch, size, device) for key, m in graphs.items()}
+            times = {key: [] for key in probes}
+            for _ in range(warmup):
+                for probe in probes.values():
+                    probe()
+            for _ in range(repeats):
+                for key, probe in probes.items():
+                    times[key].append(probe())
+            for (act, graph), t in times.items():
+                rows.append({"activation": act, "graph": graph, "input_size": size,
+                             "batch": batch} | _latency_stats(t))
+            del probes
+    return pd.DataFrame(rows)
+
+
+def latency_ratios(table: pd.DataFrame, numerator: str = "lslu",
+                   denominator: str = "series") -> pd.DataFrame:
+    """Per graph, input size and batch: median latency of ``numerator`` / ``denominator``."""
+    med = table.pivot_table(index=["graph", "input_size", "batch"], columns="activation",
+                            values="median_ms", sort=False)
+    out = (med[numerator] / med[denominator]).rename(f"{numerator} / {denominator}")
+    return out.reset_index()
+
+
+def latency_display(table: pd.DataFrame) -> pd.DataFrame:
+    """latency_table for the page: one row per graph, input size and batch; median (p10-p90) ms
+    per activation, and the ratio of the medians of the first two activations."""
+    acts = list(dict.fromkeys(table["activation"]))
+    rows = []
+    for (graph, size, batch), sub in table.groupby(["graph", "input_size", "batch"], sort=False):
+        row = {"graph": graph, "input (px)": size, "batch": batch}
+        by_act = sub.set_index("activation")
+        for act in acts:
+            r = by_act.loc[act]
+            row[f"{act}: median ms (p10-p90)"] = (f"{r.median_ms:.1f} "
+                                                  f"({r.p10:.1f}-{r.p90:.1f})")
+        if len(acts) >= 2:
+            row[f"{acts[1]} / {acts[0]}"] = round(by_act.loc[acts[1], "median_ms"]
+                                                  / by_act.loc[acts[0], "median_ms"], 3)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _load_json_files(folder, pattern: str) -> dict:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"benchmark results folder {folder} does not exist (relative paths are "
+                         f"relative to the notebook: ../benchmarks/results)")
+    return {p.stem: json.loads(p.read_text(encoding="utf-8"))
+            for p in sorted(folder.glob(pattern))}
+
+
+def machine_text(machine: dict) -> str:
+    """One line naming the machine of a benchmark file ('cpu: AMD EPYC, 2 cores, 2 threads')."""
+    if not machine:
+        return "unknown machine"
+    if machine.get("gpu"):
+        return f"{machine.get('device', 'cuda')}: {machine['gpu']}"
+    parts = [machine.get("cpu") or machine.get("processor") or "unknown CPU"]
+    if machine.get("cpu_count"):
+        parts.append(f"{machine['cpu_count']} cores")
+    if machine.get("torch_threads"):
+        parts.append(f"{machine['torch_threads']} threads")
+    return f"{machine.get('device', 'cpu')}: " + ", ".join(parts)
+
+
+def speed_benchmark_table(folder) -> pd.DataFrame:
+    """The ratios of every benchmarks/results/activation_speed_<device>.json against their
+    targets: one row per (file, ratio), with the machine it was measured on. Ratios reported
+    without a target get an empty target. No file: an empty table."""
+    rows = []
+    for stem, data in _load_json_files(folder, "activation_speed_*.json").items():
+        machine = machine_text(data.get("machine", {}))
+        for name, entry in data.get("summary", {}).items():
+            if isinstance(entry, dict):
+                value, target = entry.get("value"), entry.get("target", "")
+                verdict = {True: "pass", False: "FAIL"}.get(entry.get("pass"), "")
+            else:
+                value, target, verdict = entry, "", ""
+            rows.append({"file": stem, "machine": machine, "ratio": name.replace("_", " "),
+                         "value": None if value is None else round(float(value), 2),
+                         "target": target, "verdict": verdict})
+    return pd.DataFrame(rows, columns=["file", "machine", "ratio", "value", "target", "verdict"])
+
+
+def gpu_check_table(folder) -> pd.DataFrame | None:
+    """benchmarks/results/gpu_check.json as a table of its top-level entries (nested dicts
+    flattened to 'a.b' keys, numbers rounded to 3 significant digits); None if the file does
+    not exist (the check has not been run on a GPU yet)."""
+    files = _load_json_files(folder, "gpu_check.json")
+    if not files:
+        return None
+    rows = []
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            if isinstance(value, float):
+                value = float(f"{value:.3g}")
+            rows.append({"entry": prefix, "value": str(value)})
+
+    walk("", files["gpu_check"])
+    return pd.DataFrame(rows)
+
+
+def check_efficiency_parameters(model: str, num_classes: int, act_num: int, input_sizes,
+                                batch_sizes, latency_skip, repeats: int, warmup: int,
+                                device: str, benchmarks_dir) -> list[tuple[int, int]]:
+    """Validate chapter 10's parameters (before any model is built) and return the (input size,
+    batch) pairs whose latency is measured."""
+    if model not in VANILLANET_MODELS:
+        raise ValueError(f"model must be a VanillaNet (the graphs E9 compares), got {model!r}; "
+                         f"valid: {', '.join(VANILLANET_MODELS)}")
+    check_positive_int("num_classes", num_classes, minimum=2)
+    check_positive_int("act_num", act_num)
+    check_positive_int("repeats", repeats)
+    check_positive_int("warmup", warmup, minimum=0)
+    for name, values in (("input_sizes", input_sizes), ("batch_sizes", batch_sizes)):
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ValueError(f"{name} needs a non-empty list, got {values!r}")
+        for v in values:
+            check_positive_int(name[:-1], v)
+    small = [s for s in input_sizes if s < 32]
+    if small:
+        raise ValueError(f"input sizes {small} are below 32 px: VanillaNet-5 downsamples 32x")
+    if not isinstance(latency_skip, (list, tuple)) or any(
+            not isinstance(p, (list, tuple)) or len(p) != 2 for p in latency_skip):
+        raise ValueError(f"latency_skip needs a list of [input_size, batch] pairs, got "
+                         f"{latency_skip!r}")
+    pairs = [(s, b) for s in input_sizes for b in batch_sizes]
+    unknown = [list(p) for p in latency_skip if tuple(p) not in pairs]
+    if unknown:
+        raise ValueError(f"latency_skip names pairs {unknown} that are not input_sizes x "
+                         f"batch_sizes {[list(p) for p in pairs]}")
+    kept = [p for p in pairs if list(p) not in [list(q) for q in latency_skip]]
+    if not kept:
+        raise ValueError("latency_skip leaves no (input size, batch) pair to time")
+    resolve_device(device)
+    if not Path(benchmarks_dir).is_dir():
+        raise ValueError(f"benchmarks_dir {benchmarks_dir!r} is not a folder (relative paths are "
+                         f"relative to the notebook: ../benchmarks/results)")
+    return kept
+
+
+def published_vanillanet5_check(name: str = "vanillanet_5", act_num: int = 3) -> pd.DataFrame:
+    """Our VanillaNet-5 with its own activation, ImageNet head (1000 classes), 224 px, deploy
+    graph, against the parameters and multiply-adds VanillaNet's paper publishes for it
+    (VANILLANET5_PUBLISHED; context, not the LSLU paper). FlopCounterMode counts a multiply-add
+    as 2 FLOPs: multiply-adds = FLOPs / 2."""
+    costs = parameter_table({name: lambda: build_model(name, 1000, "series", act_num)}, 224)
+    row = costs.iloc[0]
+    return pd.DataFrame([
+        {"quantity": "params, deploy graph (M)",
+         "VanillaNet paper (ImageNet)": VANILLANET5_PUBLISHED["params_M"],
+         "ours": round(row["params (deploy)"] / 1e6, 1)},
+        {"quantity": "multiply-adds per 224 px image, deploy graph (G)",
+         "VanillaNet paper (ImageNet)": VANILLANET5_PUBLISHED["GMACs"],
+         "ours": round(row["MFLOPs (deploy)"] / 2e3, 1)},
+    ]).set_index("quantity")
+
+
+def efficiency_headlines(costs: pd.DataFrame, latency: pd.DataFrame, model: str,
+                         device_name: str) -> list[dict]:
+    """Chapter 10's headline rows (save_headline): LSLU's deploy params and GFLOPs at
+    the largest input size, LSLU's extra parameters over the series activation, and the deploy
+    batch-1 latency ratio LSLU / series at the largest size timed (flagged as a timing), each
+    beside the paper's (E9 of lslu.paper; NOT_AVAILABLE where it has none)."""
+    paper = {q: paper_number("E9", model, q) for q in
+             ("params_m_baseline", "params_m_lslu", "gflops_lslu", "latency_ms_baseline",
+              "latency_ms_lslu")}
+
+    def difference(a, b, scale=1.0):  # None if either paper value is missing
+        return None if paper[a] is None or paper[b] is None else (paper[a] - paper[b]) * scale
+
+    ratio = None if None in (paper["latency_ms_lslu"], paper["latency_ms_baseline"]) \
+        else paper["latency_ms_lslu"] / paper["latency_ms_baseline"]
+    size = max(costs["input_size"])
+    at = costs[costs["input_size"] == size].set_index("activation")
+    rows = [
+        Headline(experiment="E9", quantity=f"{model} + LSLU: deploy params",
+                 ours=round(float(at.loc["lslu", "params (deploy)"]) / 1e6, 2), unit="M",
+                 paper=paper_text(paper["params_m_lslu"])),
+        Headline(experiment="E9", quantity=f"{model} + LSLU: extra params over series (deploy)",
+                 ours=int(at.loc["lslu", "params (deploy)"] - at.loc["series", "params (deploy)"]),
+                 unit="params",
+                 paper=paper_text(difference("params_m_lslu", "params_m_baseline", 1e6),
+                                  decimals=0)),
+        Headline(experiment="E9", quantity=f"{model} + LSLU: deploy GFLOPs at {size} px",
+                 ours=round(float(at.loc["lslu", "MFLOPs (deploy)"]) / 1e3, 2), unit="GFLOPs",
+                 paper=paper_text(paper["gflops_lslu"])),
+    ]
+    ratios = latency_ratios(latency)
+    one = ratios[(ratios["graph"] == "deploy") & (ratios["batch"] == 1)]
+    if not one.empty:
+        best = one[one["input_size"] == one["input_size"].max()].iloc[0]
+        rows.append(Headline(experiment="E9",
+                             quantity=f"deploy latency LSLU / series, batch 1, "
+                                      f"{int(best['input_size'])} px, {device_name}",
+                             ours=round(float(best["lslu / series"]), 2), unit="ratio",
+                             paper=paper_text(ratio), timing=True))
+    return rows
+
+
+def plot_latency(table, ncols: int = 3):
+    """Latency per graph and activation (from latency_table): one panel per (input
+    size, batch), one bar per graph x activation at the median, whiskers from p10 to p90."""
+    df = as_frame(table)
+    panels = list(dict.fromkeys(zip(df["input_size"], df["batch"])))
+    labels = list(dict.fromkeys(zip(df["graph"], df["activation"])))
+    ncols = max(1, min(ncols, len(panels)))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(3.6 * ncols, 3.2 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (size, batch) in zip(axes, panels):
+        part = df[(df["input_size"] == size) & (df["batch"] == batch)]
+        for j, (graph, act) in enumerate(labels):
+            row = part[(part["graph"] == graph) & (part["activation"] == act)]
+            if row.empty:
+                continue
+            r = row.iloc[0]
+            err = [[r["median_ms"] - r["p10"]], [r["p90"] - r["median_ms"]]]
+            ax.bar(j, r["median_ms"], 0.7, yerr=err, capsize=3, color=f"C{j}",
+                   label=f"{graph}, {act}")
+        ax.set_xticks(range(len(labels)), [f"{g}\n{a}" for g, a in labels], fontsize="small")
+        style_axes(ax, None, "latency (ms)", f"{size} px, batch {batch}", legend=False)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    return fig

@@ -1,0 +1,153 @@
+"""The runs a profile asks for, without executing a notebook, and what the store holds of them.
+
+    configs = profile_configs("fashion_mnist")        # every run of every chapter, no duplicates
+    summary = store_summary("fashion_mnist")          # python -m lslu results --profile NAME
+
+A chapter's runs come from a registry ``{notebook stem: configs(**params) -> [TrainConfig]}``;
+the default is every chapter module of lslu.chapters.CHAPTERS that has ``configs``. Each is
+called with the parameters the notebook would run with under the profile: the literal defaults
+of its ``parameters`` cell, overridden by what lslu.book passes it (the profile's defaults and
+its entry for that notebook). Chapters share runs: a config asked for twice is listed once.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from .results import ResultsStore
+from .train import TrainConfig
+
+__all__ = ["default_registry", "notebook_defaults", "chapter_parameters", "profile_configs",
+           "store_summary", "format_summary"]
+
+Registry = Mapping[str, Callable[..., list]]
+NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def default_registry() -> dict:
+    """{stem: configs} for every chapter module of lslu.chapters that trains runs."""
+    from .chapters import CHAPTERS  # imported here: the training core never imports chapters
+    return {stem: module.configs for stem, module in CHAPTERS.items()
+            if callable(getattr(module, "configs", None))}
+
+
+def notebook_defaults(notebook_path) -> dict:
+    """The literal values assigned in the notebook's cell tagged ``parameters``."""
+    import nbformat
+    from .notebook import _defaults
+    nb = nbformat.read(str(notebook_path), as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{notebook_path}: expected one cell tagged 'parameters', found "
+                         f"{len(cells)}")
+    return _defaults(cells[0].source)
+
+
+def chapter_parameters(profile, stem: str, notebooks_dir=None) -> dict:
+    """What notebook ``stem`` runs with under ``profile`` (a name or a loaded profile)."""
+    from .book import notebook_parameters
+    path = Path(notebooks_dir or NOTEBOOKS_DIR) / f"{stem}.ipynb"
+    if not path.is_file():
+        raise ValueError(f"the registry names notebook {stem!r}, but {path} does not exist")
+    return notebook_defaults(path) | notebook_parameters(profile, path)
+
+
+def profile_configs(profile_name: str, registry: Registry | None = None,
+                    notebooks_dir=None) -> list[TrainConfig]:
+    """Every run the chapters ask for under profile ``profile_name``, in chapter order, each
+    once (chapters share runs with the same id)."""
+    from .book import load_profile
+    profile = load_profile(profile_name)
+    registry = default_registry() if registry is None else registry
+    seen, out = set(), []
+    for stem, configs in registry.items():
+        for config in configs(**chapter_parameters(profile, stem, notebooks_dir)):
+            if config.run_id not in seen:
+                seen.add(config.run_id)
+                out.append(config)
+    return out
+
+
+# The fields that name an arm in the summary (with seeds pooled); any other field that differs
+# between the profile's arms is listed under "settings".
+_ARM_FIELDS = ("model", "activation", "act_num", "drop_rate", "freeze_activation", "dataset")
+
+
+def _arm_key(config: TrainConfig) -> str:
+    identity = config.identity()
+    identity.pop("seed", None)
+    return json.dumps(identity, sort_keys=True)
+
+
+def _described(config: TrainConfig) -> dict:
+    # every field that enters the id, defaults included (shown as they are), never the paths
+    fields = {k: v for k, v in config.to_dict().items() if k not in ("device", "data_dir")}
+    return fields | config.identity()
+
+
+def store_summary(profile_name: str, results_dir=None, registry: Registry | None = None,
+                  notebooks_dir=None) -> dict:
+    """What the store holds of a profile: ``runs`` (its runs that are stored), ``asked``,
+    ``missing`` (asked for, not stored: run_id and arm), ``other_stored`` (stored runs the
+    profile does not ask for), and ``arms``: per arm (the runs that differ only in seed) its
+    fields, ``seeds`` (stored), ``seeds_asked``, ``top1_mean`` and ``top1_std`` (percent,
+    final validation top-1 over the stored seeds; null without stored seeds / with one)."""
+    store = ResultsStore(results_dir)
+    configs = profile_configs(profile_name, registry, notebooks_dir)
+    arms: dict[str, dict] = {}
+    missing, asked = [], set()
+    for config in configs:
+        run_id = config.run_id
+        asked.add(run_id)
+        arm = arms.setdefault(_arm_key(config), {
+            "model": config.model, "activation": config.resolved_activation,
+            "baseline": config.activation is None, "act_num": config.act_num,
+            "drop_rate": config.drop_rate, "frozen": config.freeze_activation,
+            "dataset": config.dataset, "identity": _described(config),
+            "seeds_asked": 0, "top1": []})
+        arm["seeds_asked"] += 1
+        if store.has_result(run_id):
+            arm["top1"].append(100 * store.load(run_id).final["val_acc"])
+        else:
+            missing.append({"run_id": run_id, "model": config.model,
+                            "activation": config.resolved_activation, "seed": config.seed})
+    # settings that tell arms apart beyond _ARM_FIELDS (e.g. epochs, input_size, limit)
+    keys = {k for a in arms.values() for k in a["identity"]} - set(_ARM_FIELDS) - {"seed"}
+    varying = sorted(k for k in keys if len({json.dumps(a["identity"].get(k)) for a in
+                                             arms.values()}) > 1)
+    out_arms = []
+    for arm in arms.values():
+        top1 = arm.pop("top1")
+        identity = arm.pop("identity")
+        arm["settings"] = {k: identity.get(k) for k in varying}
+        arm["seeds"] = len(top1)
+        arm["top1_mean"] = round(float(np.mean(top1)), 2) if top1 else None
+        arm["top1_std"] = round(float(np.std(top1, ddof=1)), 2) if len(top1) > 1 else None
+        out_arms.append(arm)
+    stored = sorted(p.stem for p in (store.root / "runs").glob("*.json"))
+    return {"profile": profile_name, "results_dir": str(store.root),
+            "asked": len(asked), "runs": len(asked) - len(missing), "missing": missing,
+            "other_stored": len([s for s in stored if s not in asked]), "arms": out_arms}
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as text: one line per arm, then the missing runs."""
+    lines = [f"profile {summary['profile']}: {summary['runs']} of {summary['asked']} runs stored "
+             f"in {summary['results_dir']}; {len(summary['missing'])} missing; "
+             f"{summary['other_stored']} stored runs not asked for by this profile"]
+    lines.append(f"{'model':<20} {'activation':<16} {'n':>2} {'drop':>5} {'frozen':>6} "
+                 f"{'seeds':>7} {'top1 %':>14}  settings")
+    for a in summary["arms"]:
+        act = a["activation"] + (" (baseline)" if a["baseline"] else "")
+        top1 = "-" if a["top1_mean"] is None else (
+            f"{a['top1_mean']:.2f}" + ("" if a["top1_std"] is None else f" ± {a['top1_std']:.2f}"))
+        settings = ", ".join(f"{k}={v}" for k, v in a["settings"].items())
+        lines.append(f"{a['model']:<20} {act:<16} {a['act_num']:>2} {a['drop_rate']:>5g} "
+                     f"{str(a['frozen']):>6} {a['seeds']:>3}/{a['seeds_asked']:<3} {top1:>14}  "
+                     f"{settings}")
+    for m in summary["missing"]:
+        lines.append(f"missing: {m['run_id']} {m['model']}/{m['activation']} seed {m['seed']}")
+    return "\n".join(lines)
