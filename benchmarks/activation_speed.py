@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch.nn as nn  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lslu.activations import LSLU, SeriesActivation, naive_series  # noqa: E402
 from lslu.models import build_model  # noqa: E402
+from lslu.timing import interleaved  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = [(128, 512, 8, 8), (64, 128, 32, 32)]
@@ -100,24 +100,6 @@ def moved(module: nn.Module, seed: int = 0) -> nn.Module:
     return module
 
 
-def interleaved(fns: dict, reps: int, warmup: int, device: torch.device) -> dict:
-    """Median seconds per call of each fn, calls interleaved round-robin."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    sync(device)
-    times = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, fn in fns.items():
-            sync(device)
-            t = time.perf_counter()
-            fn()
-            sync(device)
-            times[k].append(time.perf_counter() - t)
-    return {k: {"median_ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v)}
-            for k, v in times.items()}
-
-
 def fwd_bwd(module, x, g):
     def step():
         xx = x.detach().requires_grad_()
@@ -143,7 +125,7 @@ def bench_eager(device, dtype, reps, warmup, shapes, layouts):
             x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=fmt)
             with torch.no_grad():
                 g = torch.randn_like(mods["series"](x))
-            res = interleaved({k: fwd_bwd(m, x, g) for k, m in mods.items()}, reps, warmup, device)
+            res = interleaved({k: fwd_bwd(m, x, g) for k, m in mods.items()}, reps, warmup)
             med = {k: v["median_ms"] for k, v in res.items()}
             rows.append({"shape": list(shape), "layout": layout, "ms": res,
                          "lslu_over_series": med["lslu"] / med["series"],
@@ -172,8 +154,7 @@ def bench_compiled(device, dtype, reps, warmup, shapes, layouts):
                 fwd_bwd(compiled[k], x, g)()
                 sync(device)
                 compile_s[k] = time.perf_counter() - t
-            res = interleaved({k: fwd_bwd(m, x, g) for k, m in compiled.items()}, reps, warmup,
-                              device)
+            res = interleaved({k: fwd_bwd(m, x, g) for k, m in compiled.items()}, reps, warmup)
             med = {k: v["median_ms"] for k, v in res.items()}
             rows.append({"shape": list(shape), "layout": layout, "ms": res,
                          "first_call_s": compile_s,
@@ -208,7 +189,7 @@ def bench_deployed(device, dtype, reps, warmup, sizes):
                 with torch.inference_mode():
                     m(x)
             return f
-        res = interleaved({a: run(m) for a, m in models.items()}, reps, warmup, device)
+        res = interleaved({a: run(m) for a, m in models.items()}, reps, warmup)
         med = {k: v["median_ms"] for k, v in res.items()}
         rows.append({"model": "vanillanet_5", "batch": 1, "size": size, "ms": res,
                      "lslu_over_series": med["lslu"] / med["series"]})
@@ -234,7 +215,7 @@ def bench_training(device, dtype, reps, warmup, batch):
             nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
         steps[act] = step
-    res = interleaved(steps, reps, warmup, device)
+    res = interleaved(steps, reps, warmup)
     ips = {k: batch / (v["median_ms"] / 1e3) for k, v in res.items()}
     row = {"model": "vanillanet_5_x0_25", "batch": batch, "size": 32, "ms_per_step": res,
            "images_per_s": ips, "lslu_over_series_images_per_s": ips["lslu"] / ips["series"]}

@@ -27,7 +27,6 @@ import argparse
 import copy
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lslu.activations import LSLU, SeriesActivation, naive_series  # noqa: E402
 from lslu.models import build_model  # noqa: E402
+from lslu.timing import interleaved  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = [(128, 512, 8, 8), (64, 128, 32, 32)]
@@ -133,23 +133,6 @@ def correctness(device, dtypes) -> list:
 # ------------------------------------------------------------------------------------------
 # 2. speed ratios
 # ------------------------------------------------------------------------------------------
-def interleaved(fns: dict, reps: int, warmup: int, device) -> dict:
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    sync(device)
-    times = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, fn in fns.items():
-            sync(device)
-            t = time.perf_counter()
-            fn()
-            sync(device)
-            times[k].append(time.perf_counter() - t)
-    return {k: {"median_ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v)}
-            for k, v in times.items()}
-
-
 def fwd_bwd(module, x, g):
     def step():
         xx = x.detach().requires_grad_()
@@ -170,7 +153,7 @@ def speed(device, dtype, shapes, reps, compile_too) -> dict:
             memory_format=torch.channels_last)
         with torch.no_grad():
             g = torch.randn_like(mods["series"](x))
-        res = interleaved({k: fwd_bwd(m, x, g) for k, m in mods.items()}, reps, 3, device)
+        res = interleaved({k: fwd_bwd(m, x, g) for k, m in mods.items()}, reps, 3)
         med = {k: v["median_ms"] for k, v in res.items()}
         row = {"shape": list(shape), "ms": res, "lslu_over_series": med["lslu"] / med["series"],
                "naive_over_lslu": med["naive"] / med["lslu"],
@@ -188,7 +171,7 @@ def speed(device, dtype, shapes, reps, compile_too) -> dict:
                 fwd_bwd(m, x, g)()
                 sync(device)
                 first[k] = time.perf_counter() - t
-            res = interleaved({k: fwd_bwd(m, x, g) for k, m in comp.items()}, reps, 3, device)
+            res = interleaved({k: fwd_bwd(m, x, g) for k, m in comp.items()}, reps, 3)
             med = {k: v["median_ms"] for k, v in res.items()}
             row = {"shape": list(shape), "ms": res, "first_call_s": first,
                    "lslu_over_series": med["lslu"] / med["series"]}

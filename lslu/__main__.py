@@ -58,7 +58,25 @@ def _parser() -> argparse.ArgumentParser:
                     help="one JSON object: runs, asked, missing, other_stored, arms")
     rs.add_argument("--results-dir", default=None,
                     help="results store (default: $LSLU_RESULTS_DIR or ~/.cache/lslu/results)")
+    gr = sub.add_parser("grid", help="train every run a profile asks for that is not stored yet "
+                        "(resumable: stop it any time, run it again to continue)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    gr.add_argument("--profile", required=True, help="profile name (profiles/<name>.yaml)")
+    gr.add_argument("--results-dir", default=None,
+                    help="results store (default: $LSLU_RESULTS_DIR or ~/.cache/lslu/results)")
+    gr.add_argument("--dry-run", action="store_true",
+                    help="list what would be trained, train nothing")
     return parser
+
+
+def _grid(args) -> int:
+    from .grid import train_profile
+    try:
+        train_profile(args.profile, results_dir=args.results_dir, dry_run=args.dry_run)
+    except (ValueError, OSError, RuntimeError, FloatingPointError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _results(args) -> int:
@@ -77,6 +95,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "results":
         return _results(args)
+    if args.command == "grid":
+        return _grid(args)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     try:
         if args.recipe == "reference":

@@ -201,6 +201,17 @@ def _dense(t: torch.Tensor) -> bool:
     return t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)
 
 
+def _same_dense_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Both contiguous or both channels_last: their memory, read flat, pairs the same elements
+    (strides of size-1 dimensions may differ; they are never used)."""
+    if a.shape != b.shape:
+        return False
+    if a.is_contiguous() and b.is_contiguous():
+        return True
+    return a.is_contiguous(memory_format=torch.channels_last) \
+        and b.is_contiguous(memory_format=torch.channels_last)
+
+
 def _dot(a: torch.Tensor, b: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
     """sum(a * b) accumulated in ``acc`` (fp32 or fp64); one pass without a temporary when the
     two tensors have the same dtype and the same dense layout."""
@@ -308,8 +319,11 @@ def _row_constants(like: torch.Tensor, extra_dims: int):
     key = (like.device, like.dtype, extra_dims)
     if key not in _ROW_CONSTANTS:
         shape = (4,) + (1,) * extra_dims
-        _ROW_CONSTANTS[key] = tuple(torch.tensor(v, dtype=like.dtype, device=like.device)
-                                    .view(shape) for v in (_ROW_START, _ROW_FLOOR, _ROW_OMEGA))
+        made = tuple([torch.tensor(v, dtype=like.dtype, device=like.device).view(shape)
+                      for v in (_ROW_START, _ROW_FLOOR, _ROW_OMEGA)])
+        if torch.compiler.is_compiling():
+            return made  # constants in the graph; a traced function must not fill the cache
+        _ROW_CONSTANTS[key] = made
     return _ROW_CONSTANTS[key]
 
 
@@ -317,7 +331,10 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
     """A cached 0-dim zero on like's device and dtype."""
     key = (like.device, like.dtype, "zero")
     if key not in _ROW_CONSTANTS:
-        _ROW_CONSTANTS[key] = torch.zeros((), dtype=like.dtype, device=like.device)
+        zero = torch.zeros((), dtype=like.dtype, device=like.device)
+        if torch.compiler.is_compiling():
+            return zero
+        _ROW_CONSTANTS[key] = zero
     return _ROW_CONSTANTS[key]
 
 
@@ -340,15 +357,16 @@ class _ClampParameters(torch.autograd.Function):
         for t, w in steps:
             pres.append(torch.addcmul(w, rows[-1], t))
             rows.append(torch.maximum(pres[-1], floor))
-        a, b, g0, ginf = rows[-1].unbind(0)
+        last = rows[-1]
+        a, b, g0, ginf = last.unbind(0)
         rows[0] = start.expand_as(pres[0])  # the constant start row, for the stack below
-        ctx.save_for_backward(theta, torch.stack(rows[:-1]), torch.stack(pres), g0, ginf)
+        ctx.save_for_backward(theta, torch.stack(rows[:-1]), torch.stack(pres), last)
         return torch.stack((a, b, torch.fmin(g0, ginf), torch.fmax(g0, ginf)))
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        theta, rows, pres, g0, ginf = ctx.saved_tensors
+        theta, rows, pres, last = ctx.saved_tensors
+        g0, ginf = last[2], last[3]
         grad_a, grad_b, grad_lo, grad_hi = grad.unbind(0)
         # back through fmin/fmax: g(0) is the low end unless g(0) > g(+inf); both ends if NaN
         swapped = g0 > ginf
@@ -363,7 +381,8 @@ class _ClampParameters(torch.autograd.Function):
         for i, t in reversed(list(enumerate(theta.unbind(0)))):
             g = torch.where(opened[i], g, zero)
             grads.append(g)
-            g = g * t
+            if i:  # the gradient at the series' input is not needed
+                g = g * t
         grads = torch.stack(grads[::-1])            # (n, 4, *rest): gradient at each step's output
         # rows at +inf (or NaN) carry no gradient: their 0 * inf must count as 0
         grad_theta = (grads * torch.nan_to_num(rows, nan=0.0, posinf=0.0)).sum(1)
@@ -382,8 +401,10 @@ def clamp_parameters(theta: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
 
 class _ClampAffine(torch.autograd.Function):
     """u = clamp(a * x + b, lo, hi) for x (N, C, H, W) and P (4,) or (4, C): one multiply-add
-    and one clamp forward; backward recomputes y = a x + b and needs one mask pass, grad_x and
-    four sums (per channel for the per-channel form), fp32 (fp64) accumulation."""
+    and one clamp forward.  Backward reads the regions off u itself (u == lo exactly where
+    y <= lo, u < hi exactly where y < hi; u is kept anyway, as the input of the depthwise conv)
+    and needs two compares, grad_x and four sums (per channel for the per-channel form),
+    accumulated in fp32 (fp64)."""
 
     @staticmethod
     def forward(ctx, x, pieces):
@@ -391,37 +412,38 @@ class _ClampAffine(torch.autograd.Function):
         if pieces.dim() == 2:
             px = px.view(4, -1, 1, 1)
         a, b, lo, hi = px.unbind(0)
-        ctx.save_for_backward(x, px)
+        u = torch.addcmul(b, x, a).clamp_(lo, hi)
+        ctx.save_for_backward(x, px, u)
         ctx.acc = torch.float64 if pieces.dtype == torch.float64 else torch.float32
         ctx.per_channel = pieces.dim() == 2
-        return torch.addcmul(b, x, a).clamp_(lo, hi)
+        return u
 
     @staticmethod
     def backward(ctx, grad):
-        x, px = ctx.saved_tensors
-        a, b, lo, hi = px.unbind(0)
-        y = torch.addcmul(b, x, a)
-        low, below_hi = y <= lo, y < hi
+        x, px, u = ctx.saved_tensors
+        a, _, lo, hi = px.unbind(0)
+        low, below_hi = u <= lo, u < hi
         # a cached zero: torch.where with a Python 0 (or grad * mask) costs an extra kernel
         zero = _zero(grad)
         inside_grad = torch.where(below_hi > low, grad, zero)      # lo < y < hi
         grad_x = inside_grad * a if ctx.needs_input_grad[0] else None
         grad_pieces = None
         if ctx.needs_input_grad[1]:
+            acc = ctx.acc
             dims = (0, 2, 3) if ctx.per_channel else (0, 1, 2, 3)
             # the four sums are written into one buffer (no stack: one kernel fewer per layer)
-            grad_pieces = torch.empty((4,) + px.shape[1:2], dtype=ctx.acc, device=x.device)
+            grad_pieces = torch.empty((4,) + px.shape[1:2], dtype=acc, device=x.device)
             out = grad_pieces.unbind(0)
-            if not ctx.per_channel and inside_grad.dtype == ctx.acc == x.dtype \
-                    and inside_grad.stride() == x.stride() and _dense(x):
-                flat = (x.numel(),), (1,)                                           # a, one pass
+            if not ctx.per_channel and inside_grad.dtype == acc and x.dtype == acc \
+                    and _same_dense_layout(inside_grad, x):
+                flat = (x.numel(),), (1,)                                        # a: one pass
                 torch.dot(inside_grad.as_strided(*flat), x.as_strided(*flat), out=out[0])
             else:
-                torch.sum(inside_grad * x, dims, dtype=ctx.acc, out=out[0])          # a
-            torch.sum(inside_grad, dims, dtype=ctx.acc, out=out[1])                 # b
-            torch.sum(torch.where(low, grad, zero), dims, dtype=ctx.acc, out=out[2])  # lo (ties)
-            torch.sum(torch.where(below_hi | low, zero, grad), dims, dtype=ctx.acc,
-                      out=out[3])                                                   # hi: y >= hi > lo
+                torch.sum(inside_grad * x, dims, dtype=acc, out=out[0])           # a
+            torch.sum(inside_grad, dims, dtype=acc, out=out[1])                  # b
+            torch.sum(torch.where(low, grad, zero), dims, dtype=acc, out=out[2])  # lo (ties)
+            torch.sum(torch.where(below_hi | low, zero, grad), dims, dtype=acc,
+                      out=out[3])                                                # hi: y >= hi
         return grad_x, grad_pieces
 
 
@@ -470,6 +492,8 @@ class SeriesActivation(nn.Module):
 
     In deploy mode the BN is folded into the conv (exact).
     """
+
+    is_activation = True  # found by lslu.probes (make_activation marks torch's own)
 
     def __init__(self, channels: int, act_num: int = 3):
         super().__init__()
@@ -681,6 +705,8 @@ def reference_deploy_(module: nn.Module) -> nn.Module:
 class FReLU(nn.Module):
     """Funnel activation (Ma et al. 2020): max(x, BN(depthwise_conv3x3(x)))."""
 
+    is_activation = True  # found by lslu.probes (make_activation marks torch's own)
+
     def __init__(self, channels: int):
         super().__init__()
         self.channels = _check_channels(channels)
@@ -696,6 +722,8 @@ class FReLU(nn.Module):
 
 class AconC(nn.Module):
     """ACON-C (Ma et al. 2021): (p1 - p2) x * sigmoid(beta (p1 - p2) x) + p2 x, per channel."""
+
+    is_activation = True  # found by lslu.probes (make_activation marks torch's own)
 
     def __init__(self, channels: int):
         super().__init__()
@@ -725,6 +753,8 @@ class AconC(nn.Module):
 
 class SwishBeta(nn.Module):
     """Swish with a learnable per-channel beta: x * sigmoid(beta x); beta=1 is SiLU."""
+
+    is_activation = True  # found by lslu.probes (make_activation marks torch's own)
 
     def __init__(self, channels: int):
         super().__init__()

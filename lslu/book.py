@@ -6,7 +6,8 @@ Usage::
     python -m lslu.book execute --profile fast --only 01_lslu_function
     python -m lslu.book baselines                           # re-execute notebooks/ in place
 
-A profile is ``profiles/<name>.yaml``::
+A profile is ``<profiles dir>/<name>.yaml`` (``--profiles-dir``, else ``$LSLU_PROFILES_DIR``, else
+``./profiles``, else the checkout's ``profiles/``; see find_profiles_dir)::
 
     description: one line shown on result pages
     defaults:            # offered to every notebook that declares a parameter of that name
@@ -16,7 +17,8 @@ A profile is ``profiles/<name>.yaml``::
 
 Each notebook receives, through papermill, only the parameters that its ``parameters`` cell
 declares: the profile's defaults, overridden by its own entry under ``notebooks``, and always
-``profile`` (the profile's name) when it declares one.  ``baselines`` passes no parameters, so
+``profile`` (the profile's name) when it declares one; a profile key that no notebook would
+receive is an error before anything runs.  ``baselines`` passes no parameters, so
 the notebooks run with their own defaults (the smoke profile); that regenerates the outputs that
 ``pytest --nbval`` compares against.
 """

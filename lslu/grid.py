@@ -21,7 +21,7 @@ from .results import ResultsStore
 from .train import TrainConfig
 
 __all__ = ["default_registry", "notebook_defaults", "chapter_parameters", "profile_configs",
-           "store_summary", "format_summary"]
+           "store_summary", "format_summary", "train_profile"]
 
 Registry = Mapping[str, Callable[..., list]]
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -151,3 +151,72 @@ def format_summary(summary: dict) -> str:
     for m in summary["missing"]:
         lines.append(f"missing: {m['run_id']} {m['model']}/{m['activation']} seed {m['seed']}")
     return "\n".join(lines)
+
+
+def train_profile(profile_name: str, results_dir=None, dry_run: bool = False,
+                  registry: Registry | None = None) -> list:
+    """Train every run of ``profile_name`` that the store lacks, in chapter order (the with/without
+    LSLU comparison first), with one progress bar and an ETA over the whole grid on stderr.
+
+    Resumable: finished runs are skipped and an interrupted run continues from its checkpoint,
+    so the command can be stopped at any time and started again.  Every config is validated
+    before the first run starts.  Returns the RunResults trained or loaded.
+    """
+    import sys
+    import time
+
+    from tqdm import tqdm
+
+    from .train import _check_writable, train
+
+    configs = profile_configs(profile_name, registry)
+    store = ResultsStore(results_dir)
+    _check_writable(store)
+    # the cheapest run first (the reproduction test retrains the cheapest stored run), then seed
+    # by seed over the arms, full-data runs first: a grid stopped early still holds balanced
+    # arms of the main comparison
+    todo = sorted((c for c in configs if not store.has_result(c.run_id)),
+                  key=lambda c: (c.limit is not None, c.dataset == "imagefolder", c.seed))
+    if todo:
+        cheapest = min(todo, key=_cost)
+        todo.remove(cheapest)
+        todo.insert(0, cheapest)
+    print(f"profile {profile_name}: {len(configs)} runs, {len(configs) - len(todo)} stored, "
+          f"{len(todo)} to train (store: {store.root})", file=sys.stderr, flush=True)
+    if dry_run:
+        for c in todo:
+            print(f"  {c.run_id}  {_label(c)}", file=sys.stderr)
+        return []
+    # the bar counts image-epochs, so runs of different sizes weigh what they cost
+    sizes = [_cost(c) for c in todo]
+    bar = tqdm(total=sum(sizes), desc=profile_name, unit="img-ep", unit_scale=True,
+               file=sys.stderr, dynamic_ncols=True, mininterval=5)
+    results = []
+    started = time.perf_counter()
+    for i, (config, size) in enumerate(zip(todo, sizes)):
+        bar.set_postfix_str(f"run {i + 1}/{len(todo)}: {_label(config)}")
+        result = train(config, results_dir=results_dir, progress=False)
+        results.append(result)
+        bar.update(size)
+        print(f"[{time.perf_counter() - started:7.0f} s] {i + 1}/{len(todo)} {config.run_id} "
+              f"{_label(config)}: top-1 {100 * result.final['val_acc']:.2f}%",
+              file=sys.stderr, flush=True)
+    bar.close()
+    return results
+
+
+def _label(config: TrainConfig) -> str:
+    """model/activation and what else sets this run apart, for the log."""
+    parts = [f"{config.model}/{config.resolved_activation}", f"data={config.dataset}"]
+    for name, shown in (("limit", "images"), ("act_num", "n"), ("drop_rate", "dropout"),
+                        ("freeze_activation", "frozen")):
+        if config.identity().get(name) is not None:
+            parts.append(f"{shown}={getattr(config, name)}")
+    return " ".join(parts + [f"epochs={config.epochs}", f"seed={config.seed}"])
+
+
+def _cost(config: TrainConfig) -> int:
+    """Image-epochs a run trains (its training-set size from the data module, without loading)."""
+    from .data import train_set_size
+    return config.epochs * train_set_size(config.dataset, config.data_dir, config.val_fraction,
+                                          config.limit)

@@ -562,8 +562,8 @@ def train(config: TrainConfig, results_dir=None, force: bool = False,
         # committed); lambda as in the last epoch, also when resuming a run whose epochs all ran
         raw_model.change_act(last["lam"])
         probes = compute_probes(raw_model, val_loader, dataset.classes, amp_dtype=amp_dtype)
-    result = RunResult(run_id=run_id, config=config.to_dict(), history=history, final=final,
-                       params=params, params_deploy=params_deploy, flops=flops,
+    result = RunResult(run_id=run_id, config=_portable(config.to_dict()), history=history,
+                       final=final, params=params, params_deploy=params_deploy, flops=flops,
                        hardware=hardware_info(device) | {"world_size": world_size},
                        versions=_versions(), probes=probes)
     if rank == 0:
@@ -648,6 +648,18 @@ def reference_best(history: list[dict], epochs: int) -> dict:
     if all(h.get("val_acc_ema") is not None for h in looked):
         out["reference_best_val_acc_ema"] = max(h["val_acc_ema"] for h in looked)
     return out
+
+
+def _portable(config: dict) -> dict:
+    """The config as stored: a data folder under the home directory is written as ``~/...``, so
+    a committed result names no machine's path (the run id never depends on the path)."""
+    data_dir = config.get("data_dir")
+    if data_dir:
+        home = os.path.expanduser("~")
+        absolute = os.path.abspath(os.path.expanduser(data_dir))
+        if absolute == home or absolute.startswith(home + os.sep):
+            config = config | {"data_dir": "~" + absolute[len(home):]}
+    return config
 
 
 def load_model(result: RunResult, results_dir=None, device="cpu") -> nn.Module:

@@ -114,7 +114,7 @@ def test_with_and_without_lslu_tiny_runs(tmp_path):
     assert len(out.history) == 2 and len(out.curves) == 2
     shown = out.display_gains()
     assert shown["Welch p"].tolist() == ["n/a"]
-    assert out.display_table()["top-1 (%)"].str.match(r"^\d+\.\d$").all()
+    assert out.display_table()["top-1 (%)"].str.match(r"^\d+\.\d\d$").all()  # common.PP_DECIMALS
     again = cifar.with_and_without_lslu(run_grid(configs, results_dir=tmp_path, progress=False))
     assert all(r.cached for r in again.results)  # the shared runs come from the store
 
@@ -134,7 +134,7 @@ def test_gains_over_two_seeds_have_p_value_and_interval(tmp_path, monkeypatch):
                enumerate(vs)]
     cmp = comparison_from(results)
     shown = cmp.display_gains()
-    assert shown["LSLU gain (pp)"].iloc[0] == pytest.approx(10.5)
+    assert shown["LSLU gain (pp)"].iloc[0] == "+10.50"  # the shared rule: common.fmt_pp
     assert shown["Welch p"].iloc[0] != "n/a"
     assert shown["bootstrap 95% interval (pp)"].iloc[0].startswith("[")
     assert cmp.curves["seeds"].tolist() == [2, 2]
@@ -144,12 +144,13 @@ def test_gains_over_two_seeds_have_p_value_and_interval(tmp_path, monkeypatch):
     cmp.table = common.summarize(cmp.frame, ["model", "activation", "act_fn", "label"]).assign(
         params=100, params_deploy=80, mflops=2.0)
     (line,) = cmp.summary_lines()
-    assert line.startswith("vanillanet_5_x0_25: series 81.0% -> LSLU 91.5% top-1, gain +10.5 pp "
-                           "(Welch p = ")
+    assert " ".join(line.split()).startswith(
+        "vanillanet_5_x0_25: series 81.00% -> LSLU 91.50% top-1, gain +10.50 pp (Welch p = ")
+    assert max(map(len, line.split("\n"))) <= common.TEXT_WIDTH  # wrapped to the page
     table = cmp.paper_vs_ours("E2", "VanillaNet-5, CIFAR-100")  # the shipped file: E2 gain only
     assert table.loc[("vanillanet_5_x0_25", "LSLU gain (pp)"), "paper"] == \
         "+3.17 (VanillaNet-5, CIFAR-100)"
-    assert table.loc[("vanillanet_5_x0_25", "LSLU gain (pp)"), "ours"] == "+10.5"
+    assert table.loc[("vanillanet_5_x0_25", "LSLU gain (pp)"), "ours"] == "+10.50"
     assert (table["paper"] == "not available").sum() == len(table) - 1
     assert (cmp.paper_vs_ours("E1")["paper"] == "not available").all()
     # a value added to the paper file shows up in its row, and nowhere else
@@ -164,7 +165,11 @@ def test_gains_over_two_seeds_have_p_value_and_interval(tmp_path, monkeypatch):
     assert [r.unit for r in rows] == ["%", "%", "pp"]
     assert rows[-1].as_dict() == {"experiment": "E2", "quantity": "LSLU gain, vanillanet_5_x0_25 on digits "
                         "(paper: VanillaNet-5, CIFAR-100)", "ours": 10.5, "paper": "+3.17",
-                        "unit": "pp"}
+                        "unit": "pp",
+                        # the per-seed evidence the summary's interval and deduplication use
+                        "baseline_values": [80.0, 82.0], "values": [90.0, 93.0],
+                        "runs": sorted(r.run_id for r in results)}
+    assert "baseline_values" not in rows[0].as_dict()  # a top-1 row carries no evidence
     assert cmp.headline_rows("E1")[-1].quantity == "LSLU gain, vanillanet_5_x0_25 on digits"
 
 
@@ -219,7 +224,10 @@ def test_plots_with_and_without():
     fig = cifar.plot_with_and_without(cmp.curves, "val_acc", target=90)
     assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 5  # 4 runs + target
     fig = convergence.plot_convergence(cmp.curves, target=90)
-    assert len(fig.axes) == 3 and fig.axes[1].get_legend() is None
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == 3 and shown[1].get_legend() is None
+    assert fig.get_size_inches()[0] <= 7.5  # the page: 2 panels per row, rows stacked
+    assert len({round(ax.get_position().x0, 3) for ax in shown}) == 2
     fig = cifar.plot_top1_bars(cmp.frame)
     ax = fig.axes[0]
     assert len(ax.patches) == 4

@@ -25,7 +25,7 @@ def test_measure_latency_gives_ordered_positive_percentiles():
     before = [p.detach().clone() for p in model.parameters()]
     out = efficiency.measure_latency(model, batch=2, input_size=16, device="cpu", repeats=5,
                                    warmup=1)
-    assert set(out) == {"median_ms", "p10", "p90"}
+    assert set(out) == {"median_ms", "p10", "p90", "times_ms"} and len(out["times_ms"]) == 5
     assert out["median_ms"] > 0 and out["p10"] > 0
     assert out["p10"] <= out["median_ms"] <= out["p90"]
     # the model itself is neither moved nor switched to eval mode
@@ -117,6 +117,35 @@ def test_benchmark_tables(tmp_path):
     assert gpu["device"] == "H200" and gpu["checks.deploy_error"] == "1.23e-06"
     with pytest.raises(ValueError, match="does not exist"):
         efficiency.speed_benchmark_table(tmp_path / "missing")
+
+
+def test_launch_count_table(tmp_path):
+    assert efficiency.launch_count_table(tmp_path) is None
+    (tmp_path / "launch_count.json").write_text(json.dumps({
+        "target_ratio_tensor_path": 1.3,
+        "rows": [{"model": "m", "path": "tensor", "activation": "lslu_per_channel", "ops": 130,
+                  "series_ops": 100, "ratio": 1.3, "meets_target": True},
+                 {"model": "m", "path": "fast", "activation": "lslu", "ops": 117,
+                  "series_ops": 100, "ratio": 1.17, "meets_target": True}]}))
+    table = efficiency.launch_count_table(tmp_path)
+    assert list(table["LSLU form"]) == ["per channel", "per layer"]
+    assert list(table["ratio"]) == [1.3, 1.17]
+    assert list(table["target"]) == ["<= 1.3", ""]  # the target is for the tensor path only
+
+
+def test_latency_ratio_interval_and_verdict():
+    times = {"series": [1.0, 1.1, 1.2, 1.0, 1.1], "lslu": [2.0, 2.2, 2.4, 2.0, 2.2]}
+    table = pd.DataFrame([{"activation": a, "graph": "deploy", "input_size": 32, "batch": 1,
+                           "median_ms": float(pd.Series(t).median()), "p10": min(t),
+                           "p90": max(t), "times_ms": t} for a, t in times.items()])
+    ratio = efficiency.latency_ratios(table).iloc[0]
+    assert ratio["lslu / series"] == pytest.approx(2.0) and ratio["lo"] > 1
+    assert ratio["verdict"] == "lslu slower than series"
+    shown = efficiency.latency_display(table).iloc[0]
+    assert shown["verdict"] == "lslu slower than series"
+    table["times_ms"] = [[1.0, 1.2, 1.1, 1.0, 1.2], [1.2, 1.0, 1.1, 1.2, 1.0]]
+    assert efficiency.latency_ratios(table).iloc[0]["verdict"] == \
+        "no difference measurable at this precision"
 
 
 def test_plot_latency_and_seed_dots():

@@ -56,7 +56,10 @@ def test_three_pieces_one_panel_per_draw():
     axes = _visible_axes(fig)
     assert len(axes) == theta.shape[0] == 3
     assert all(len(ax.lines) >= 3 for ax in axes)
-    assert len(plot_three_pieces(theta, omega, ncols=3).axes) == 3
+    assert fig.get_size_inches()[0] <= 7.5  # fits the book's column at 100 dpi
+    assert len(plot_three_pieces(theta, omega, ncols=1).axes) == 3
+    with pytest.raises(ValueError, match="ncols must be an integer from 1 to 2"):
+        plot_three_pieces(theta, omega, ncols=3)
 
 
 def test_curves_one_line_per_hue_from_frame_and_dict():
@@ -98,8 +101,9 @@ def test_trajectories_one_panel_per_layer_one_line_per_step():
 
 def test_trajectories_hides_unused_panels():
     history = [{"omega": {f"l{i}": [0.0] for i in range(5)}} for _ in range(2)]
-    fig = plot_trajectories(history, "omega", ncols=4)
-    assert len(fig.axes) == 8 and len(_visible_axes(fig)) == 5
+    fig = plot_trajectories(history, "omega")
+    assert len(fig.axes) == 6 and len(_visible_axes(fig)) == 5  # 3 rows of 2, one hidden
+    assert fig.get_size_inches()[0] <= 7.5
 
 
 def test_histograms_one_per_label():

@@ -14,6 +14,7 @@ from PIL import Image
 from lslu.chapters import common, plots, selectivity, task_specific
 from lslu import probes
 from lslu import data
+from lslu.activations import make_activation
 from lslu.models import build_model
 
 
@@ -154,7 +155,8 @@ def _stored_selectivity(model, loader, num_classes):
 
 def test_stored_selectivity_from_hooks():
     # 1x1 identity conv then ReLU: the hooked ReLU output per class is known exactly
-    model = nn.Sequential(nn.Conv2d(2, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    model = nn.Sequential(nn.Conv2d(2, 2, 1), make_activation("relu", 2),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
     with torch.no_grad():
         model[0].weight.copy_(torch.eye(2).view(2, 2, 1, 1))
         model[0].bias.zero_()
@@ -262,9 +264,14 @@ def test_figures(digits_folder):
     m = task_specific.confusion_matrix([0, 1, 1], [0, 1, 0], 2)
     assert isinstance(task_specific.plot_confusion_matrix(m, ["x", "y"]), Figure)
     assert isinstance(task_specific.plot_confusion_matrix(m, ["x", "y"], normalize=False), Figure)
-    fig = plots.plot_histogram_grid({"l1": {"a": [0.1, 0.2], "b": [0.3]},
-                                     "l2": {"a": [0.5], "b": [0.9, 0.1]}}, ncols=4)
-    assert isinstance(fig, Figure) and len([a for a in fig.axes if a.get_visible()]) == 2
+    panels = {f"l{i}": {"a": [0.1, 0.2 * i], "b": [0.3]} for i in range(5)}
+    fig = plots.plot_histogram_grid(panels)
+    assert isinstance(fig, Figure) and len([a for a in fig.axes if a.get_visible()]) == 5
+    # the page: 2 panels per row (3 rows stacked), at most 7.5 in wide at 100 dpi
+    assert fig.axes[0].get_subplotspec().get_gridspec().get_geometry() == (3, 2)
+    assert fig.get_size_inches()[0] <= 7.5
+    with pytest.raises(ValueError, match="ncols must be an integer from 1 to 2"):
+        plots.plot_histogram_grid(panels, ncols=4)
     table = selectivity.selectivity_table({"m": [{"l1": {
         "si": np.array([0.1, np.nan]), "si_shuffled": np.array([0.0, 0.1]),
         "output_negative": np.array([True, False]), "si_output_shift": np.array([0.4, 0.4])}}]})

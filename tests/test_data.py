@@ -302,7 +302,7 @@ def test_imagefolder_bad_folders_raise_before_reading_any_image(tmp_path, monkey
 # every bad argument is named, before any work
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs,error,match", [
-    (dict(name="imagenet"), ValueError, "unknown dataset 'imagenet'.*cifar10, cifar100, imagef"),
+    (dict(name="imagenet"), ValueError, "unknown dataset 'imagenet'.*cifar10, cifar100, fashion_mnist, imagef"),
     (dict(name="digits", input_size=0), ValueError, "input_size must be a positive int"),
     (dict(name="digits", input_size=-32), ValueError, "input_size"),
     (dict(name="digits", input_size=32.0), ValueError, "input_size"),

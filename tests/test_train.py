@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import lslu.train as train_mod
-from lslu.results import ResultsStore, atomic_write_json
+from lslu.results import ResultFileError, ResultsStore, atomic_write_json
 from lslu.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,7 +178,7 @@ def test_unreadable_result_or_checkpoint_is_reported_and_left_untouched(tmp_path
     store = ResultsStore(tmp_path)
     store.result_path(cfg.run_id).parent.mkdir(parents=True)
     store.result_path(cfg.run_id).write_text("{not json")
-    with pytest.raises(RuntimeError, match="cannot be read"):
+    with pytest.raises(ResultFileError, match="not valid JSON"):
         train(cfg, results_dir=tmp_path, progress=False)
     assert store.result_path(cfg.run_id).read_text() == "{not json"
 

@@ -6,10 +6,11 @@ imports this package.
 ``CHAPTERS`` maps every notebook stem to its module, so that a grid runner can list a profile's
 runs without executing notebooks: ``CHAPTERS[stem].configs(**notebook_parameters)``.
 """
-from . import (cifar, convergence, dropout, efficiency, lslu_function, num_activations,
-               selectivity, summary, task_specific, theta_omega, zoo)
+from . import (cifar, convergence, dropout, efficiency, evidence, lslu_function,
+               num_activations, selectivity, summary, task_specific, theta_omega, zoo)
 
 CHAPTERS = {
+    "00_evidence": evidence,
     "01_lslu_function": lslu_function,
     "02_cifar10": cifar,
     "03_cifar100": cifar,

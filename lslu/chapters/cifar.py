@@ -12,8 +12,9 @@ from matplotlib.container import BarContainer
 from ..results import RunResult
 from ..train import TrainConfig
 from ..paper import NOT_AVAILABLE, paper_text
-from .common import (Headline, base_from, compare, grid, paper_number, results_frame, run_label,
-                     summarize)
+from .common import (PP_DECIMALS, Headline, base_from, compare, fmt_interval, fmt_p, fmt_pct,
+                     fmt_pp, grid, mean_std_text, paper_number, results_frame, run_label,
+                     summarize, wrap)
 from .plots import as_frame, new_axes, plot_bars_with_error, style_axes
 
 
@@ -87,9 +88,10 @@ class LsluComparison:
         return sorted(self.frame["dataset"].unique().tolist())
 
     def display_table(self) -> pd.DataFrame:
-        """``table`` for the page: top-1 in % with 1 decimal ('mean ± std' with >1 seed)."""
+        """``table`` for the page: top-1 in % with the shared rounding (common.PP_DECIMALS;
+        'mean ± std' with >1 seed); show it with common.show_table."""
         t = self.table
-        top1 = [f"{m:.1f}" if n < 2 else f"{m:.1f} ± {s:.1f}"
+        top1 = [mean_std_text(m, s, n, PP_DECIMALS)
                 for m, s, n in zip(t["top1_mean"], t["top1_std"], t["seeds"])]
         return pd.DataFrame({
             "model": t["model"], "activation": t["act_fn"], "top-1 (%)": top1,
@@ -99,16 +101,14 @@ class LsluComparison:
         })
 
     def display_gains(self) -> pd.DataFrame:
-        """``gains`` for the page: gain in pp (1 decimal), p-value (3 decimals) and interval,
-        'n/a' where fewer than 2 seeds per arm make them undefined."""
+        """``gains`` for the page with the shared rounding (common.fmt_pp, fmt_p,
+        fmt_interval), 'n/a' where fewer than 2 seeds per arm make them undefined."""
         g = self.gains
-        na = lambda v, fmt: "n/a" if pd.isna(v) else fmt.format(v)  # noqa: E731
         return pd.DataFrame({
-            "model": g["model"], "LSLU gain (pp)": g["gain"].round(1),
-            "Welch p": [na(p, "{:.3f}") for p in g["p_value"]],
-            "bootstrap 95% interval (pp)": [
-                "n/a" if pd.isna(lo) else f"[{lo:.1f}, {hi:.1f}]"
-                for lo, hi in zip(g["ci_low"], g["ci_high"])],
+            "model": g["model"], "LSLU gain (pp)": [fmt_pp(v) for v in g["gain"]],
+            "Welch p": [fmt_p(p) for p in g["p_value"]],
+            "bootstrap 95% interval (pp)": [fmt_interval(lo, hi)
+                                            for lo, hi in zip(g["ci_low"], g["ci_high"])],
             "seeds (baseline/LSLU)": g["seeds"],
             "significant at 0.05": ["n/a" if pd.isna(p) else "yes" if s else "no"
                                     for p, s in zip(g["p_value"], g["significant"])],
@@ -123,7 +123,8 @@ class LsluComparison:
         return t.loc["baseline"], t.loc["lslu"]
 
     def summary_lines(self) -> list[str]:
-        """One line per model: baseline and LSLU top-1, the gain, and its significance."""
+        """One line per model (wrapped to the page): baseline and LSLU top-1, the gain, and its
+        significance, with the shared rounding."""
         lines = []
         for _, g in self.gains.iterrows():
             base, lslu = self._arms(g["model"])
@@ -132,11 +133,12 @@ class LsluComparison:
             elif pd.isna(g["p_value"]):
                 sig = "no test: top-1 does not vary over the seeds"
             else:
-                sig = (f"Welch p = {g['p_value']:.3f}, 95% interval [{g['ci_low']:.1f}, "
-                       f"{g['ci_high']:.1f}] pp, significant at 0.05: "
+                sig = (f"Welch p = {fmt_p(g['p_value'])}, 95% interval "
+                       f"{fmt_interval(g['ci_low'], g['ci_high'])} pp, significant at 0.05: "
                        f"{'yes' if g['significant'] else 'no'}")
-            lines.append(f"{g['model']}: {base['act_fn']} {base['top1_mean']:.1f}% -> LSLU "
-                         f"{lslu['top1_mean']:.1f}% top-1, gain {g['gain']:+.1f} pp ({sig})")
+            lines.append(wrap(f"{g['model']}: {base['act_fn']} {fmt_pct(base['top1_mean'])}% -> "
+                              f"LSLU {fmt_pct(lslu['top1_mean'])}% top-1, gain "
+                              f"{fmt_pp(g['gain'])} pp ({sig})"))
         return lines
 
     def paper_vs_ours(self, experiment: str, paper_setting: str | None = None) -> pd.DataFrame:
@@ -147,9 +149,9 @@ class LsluComparison:
         rows = []
         for model in dict.fromkeys(self.table["model"]):
             base, lslu = self._arms(model)
-            ours = [(f"top-1, {base['act_fn']} (%)", f"{base['top1_mean']:.1f}", "top1_baseline"),
-                    ("top-1, lslu (%)", f"{lslu['top1_mean']:.1f}", "top1_lslu"),
-                    ("LSLU gain (pp)", f"{self.gain(model):+.1f}", "gain"),
+            ours = [(f"top-1, {base['act_fn']} (%)", fmt_pct(base['top1_mean']), "top1_baseline"),
+                    ("top-1, lslu (%)", fmt_pct(lslu['top1_mean']), "top1_lslu"),
+                    ("LSLU gain (pp)", fmt_pp(self.gain(model)), "gain"),
                     ("params train / deploy, baseline",
                      f"{base['params']:,} / {base['params_deploy']:,}", None),
                     ("params train / deploy, lslu",
@@ -174,11 +176,19 @@ class LsluComparison:
                 for _, r in self.table.iterrows()]
         for _, g in self.gains.iterrows():
             paper = _paper_cell(experiment, g["model"], "gain")
+            # the per-seed evidence: the summary's interval, and one row for runs that several
+            # chapters (E1, E2, E6, E7, E8) share
+            arms = self.frame[self.frame["model"] == g["model"]].sort_values("seed")
+            base = arms[arms["activation"] == "baseline"]
+            lslu = arms[arms["activation"] == "lslu"]
             rows.append(Headline(
                 experiment=experiment,
                 quantity=f"LSLU gain, {g['model']} on {data}"
                          + (setting if paper != NOT_AVAILABLE else ""),
-                ours=round(float(g["gain"]), 2), paper=paper, unit="pp"))
+                ours=round(float(g["gain"]), 2), paper=paper, unit="pp",
+                baseline_values=tuple(float(v) for v in base["top1"]),
+                values=tuple(float(v) for v in lslu["top1"]),
+                runs=tuple(sorted(base["run_id"].tolist() + lslu["run_id"].tolist()))))
         return rows
 
 

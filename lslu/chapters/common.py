@@ -210,11 +210,22 @@ class Headline:
     unit: str = ""
     paper: object = NOT_AVAILABLE
     timing: bool = False
+    # A gain's evidence, so that the summary can put an interval on it and show runs that two
+    # chapters share once: the per-seed values of both arms (baseline, then the compared arm)
+    # and the run ids behind them. None for other numbers.
+    baseline_values: tuple | None = None
+    values: tuple | None = None
+    runs: tuple | None = None
 
     def as_dict(self) -> dict:
         row = dataclasses.asdict(self)
         if not self.timing:
             del row["timing"]  # the stored rows of stable numbers stay as they were
+        for key in ("baseline_values", "values", "runs"):
+            if row[key] is None:
+                del row[key]
+            else:
+                row[key] = list(row[key])
         return row
 
 
@@ -226,6 +237,95 @@ def save_headline(profile: str, notebook: str, headlines, results_dir=None,
     rows = [h.as_dict() if isinstance(h, Headline) else dict(h) for h in headlines]
     checked = current_parameters() if parameters is None else {"parameters": parameters}
     ResultsStore(results_dir).save_headline(profile, notebook, rows, **checked)
+
+
+# The one rounding rule of every page and the summary (so that a chapter and the summary never
+# show the same number as -0.3 and -0.28): accuracies in % and gains in percentage points with 2
+# decimals, p-values with 3 significant digits, counts as integers with thousands separators.
+PP_DECIMALS = 2
+P_DIGITS = 3
+
+
+def fmt_pct(value) -> str:
+    """An accuracy in %: '96.70' ('n/a' when missing)."""
+    return na(value, f"{{:.{PP_DECIMALS}f}}")
+
+
+def fmt_pp(value) -> str:
+    """A gain in percentage points, signed: '+1.11', '-0.28' ('n/a' when missing)."""
+    return na(value, f"{{:+.{PP_DECIMALS}f}}")
+
+
+def fmt_p(value) -> str:
+    """A p-value with 3 significant digits, without exponent above 1e-4: '0.0123', '0.500'."""
+    if value is None or pd.isna(value):
+        return "n/a"
+    if not 0 <= value <= 1:
+        raise ValueError(f"a p-value lies in [0, 1], got {value!r}")
+    if value < 1e-4:
+        return f"{value:.{P_DIGITS - 1}e}"
+    return f"{value:#.{P_DIGITS}g}"
+
+
+def fmt_int(value) -> str:
+    """A count with thousands separators: '17,341,600'; a float must be whole ('24.0' -> '24')."""
+    if value is None or pd.isna(value):
+        return "n/a"
+    if float(value) != int(value):
+        raise ValueError(f"fmt_int needs a whole number, got {value!r}")
+    return f"{int(value):,}"
+
+
+def fmt_interval(low, high) -> str:
+    """A gain's interval in pp: '[-0.51, +2.73]' ('n/a' when missing)."""
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return "n/a"
+    return f"[{fmt_pp(low)}, {fmt_pp(high)}]"
+
+
+def _auto_format(value) -> str:
+    if isinstance(value, (bool, np.bool_)) or value is None or isinstance(value, str):
+        return "n/a" if value is None else str(value)
+    if isinstance(value, (int, np.integer)):
+        return fmt_int(value)
+    if isinstance(value, (float, np.floating)):
+        return "n/a" if math.isnan(value) else f"{value:,.{PP_DECIMALS}f}"
+    return str(value)
+
+
+def show_table(frame: pd.DataFrame, formats: dict | None = None):
+    """``frame`` as the page shows it: without pandas' row index (a 0..n counter tells the reader
+    nothing; a meaningful index is kept as columns), integers with thousands separators, floats
+    with the shared 2 decimals; ``formats``: column -> function (e.g. fmt_p) for other rules.
+    Returns a pandas Styler (a notebook displays it as the cell's value)."""
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"show_table needs a pandas DataFrame, got {type(frame).__name__}")
+    unknown = set(formats or {}) - set(frame.columns)
+    if unknown:
+        raise ValueError(f"show_table: formats for unknown columns {sorted(unknown)}; "
+                         f"columns: {list(frame.columns)}")
+    if not isinstance(frame.index, pd.RangeIndex) or frame.index.name is not None:
+        frame = frame.reset_index()
+    by_column = {c: (formats or {}).get(c, _auto_format) for c in frame.columns}
+    return frame.style.format(by_column).hide(axis="index")
+
+
+def verdict(gain, low, high, p_value, what: str = "LSLU", baseline: str = "the baseline",
+            alpha: float = 0.05) -> str:
+    """One sentence on a gain in pp, decided by its numbers: better / worse only when the 95%
+    interval excludes 0 and Welch's p < ``alpha``; otherwise not distinguishable from zero; with
+    no interval (one seed), no verdict."""
+    if gain is None or pd.isna(gain):
+        raise ValueError(f"verdict needs a measured gain, got {gain!r}")
+    numbers = f"gain {fmt_pp(gain)} pp"
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return f"{numbers}, no interval (one seed per arm): no verdict at this budget"
+    numbers += f", 95% interval {fmt_interval(low, high)} pp, p = {fmt_p(p_value)}"
+    if low > 0 and not pd.isna(p_value) and p_value < alpha:
+        return f"{numbers}: {what} better than {baseline}"
+    if high < 0 and not pd.isna(p_value) and p_value < alpha:
+        return f"{numbers}: {what} worse than {baseline}"
+    return f"{numbers}: not distinguishable from zero at this budget"
 
 
 def na(value, fmt: str = "{:.1f}") -> str:

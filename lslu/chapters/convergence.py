@@ -12,6 +12,7 @@ from ..train import TrainConfig
 from .cifar import configs  # noqa: F401  (chapter 08 trains the runs of chapters 02/03)
 from .cifar import plot_with_and_without
 from .common import Headline
+from .plots import page_grid
 
 
 def check_target_accuracy(target) -> float:
@@ -140,10 +141,13 @@ def convergence_headline_rows(table: pd.DataFrame, target: float, experiment: st
 def plot_convergence(curves, target: float | None = None,
                      panels=(("val_acc", "validation top-1 (%)"), ("train_loss", "training loss"),
                              ("val_loss", "validation loss"))):
-    """Side-by-side panels of plot_with_and_without, one per (column, axis label) in
-    ``panels``; ``target`` (in the units of the first panel) is drawn on the first one."""
-    fig = Figure(figsize=(4.6 * len(panels), 3.8), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    """Panels of plot_with_and_without, one per (column, axis label) in ``panels``, two per row
+    (plots.page_grid); ``target`` (in the units of the first panel) is drawn on the first one."""
+    nrows, ncols, figsize = page_grid(len(panels), panel_height=3.2)
+    fig = Figure(figsize=figsize, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
     for i, (ax, (column, label)) in enumerate(zip(axes, panels)):
         plot_with_and_without(curves, column, ax=ax, ylabel=label, title=label,
                               target=target if i == 0 else None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from matplotlib.figure import Figure
 from ..models import VANILLANET_MODELS, VanillaNet, build_model, count_parameters
 from ..train import count_flops, resolve_device
 from ..paper import paper_text
+from ..timing import ratio_interval, round_robin, speed_verdict
 from .common import Headline, check_positive_int, deployed_copy, paper_number
 from .lslu_function import parameter_table
 from .plots import as_frame, style_axes
@@ -71,8 +71,8 @@ def cost_table(graphs: dict, input_sizes) -> pd.DataFrame:
 
 
 def _latency_probe(model: nn.Module, batch: int, input_size: int, device):
-    """A function timing one forward of a copy of ``model`` (eval mode, channels_last; on CUDA
-    bf16 autocast) on a fixed random batch, in ms, with CUDA synchronised before and after."""
+    """A function running one forward of a copy of ``model`` (eval mode, channels_last; on CUDA
+    bf16 autocast) on a fixed random batch; lslu.timing.round_robin times it."""
     check_positive_int("batch", batch)
     check_positive_int("input_size", input_size)
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
@@ -82,24 +82,20 @@ def _latency_probe(model: nn.Module, batch: int, input_size: int, device):
     x = torch.randn(batch, 3, input_size, input_size, generator=gen).to(
         device, memory_format=torch.channels_last)
 
-    def forward_ms() -> float:
+    def forward():
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                     enabled=cuda):
-            if cuda:
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
             model(x)
-            if cuda:
-                torch.cuda.synchronize(device)
-            return 1e3 * (time.perf_counter() - t0)
 
-    return forward_ms
+    return forward
 
 
-def _latency_stats(times_ms) -> dict:
-    t = np.asarray(times_ms, dtype=float)
+def _latency_stats(seconds) -> dict:
+    t = 1e3 * np.asarray(seconds, dtype=float)
     p10, median, p90 = np.percentile(t, [10, 50, 90])
-    return {"median_ms": float(median), "p10": float(p10), "p90": float(p90)}
+    # the raw times stay: latency_ratios bootstraps the ratio's interval from them
+    return {"median_ms": float(median), "p10": float(p10), "p90": float(p90),
+            "times_ms": [float(v) for v in t]}
 
 
 def measure_latency(model: nn.Module, batch: int, input_size: int, device="auto",
@@ -107,16 +103,15 @@ def measure_latency(model: nn.Module, batch: int, input_size: int, device="auto"
     """Latency of one forward pass of ``model`` in eval mode on a batch of ``batch`` random
     images of ``input_size`` px: ``warmup`` untimed passes, then ``repeats`` timed ones.
 
-    Returns {"median_ms", "p10", "p90"} (milliseconds: median and 10th/90th percentiles over the
-    repeats). Runs on a copy in channels_last; on CUDA under bf16 autocast, with
-    torch.cuda.synchronize around each pass. ``model`` itself is not moved or changed.
+    Returns {"median_ms", "p10", "p90", "times_ms"} (milliseconds: median and 10th/90th
+    percentiles over the repeats, and every repeat). Runs on a copy in channels_last; on CUDA
+    under bf16 autocast, synchronised around each pass (lslu.timing). ``model`` itself is not
+    moved or changed.
     """
     check_positive_int("repeats", repeats)
     check_positive_int("warmup", warmup, minimum=0)
-    forward_ms = _latency_probe(model, batch, input_size, device)
-    for _ in range(warmup):
-        forward_ms()
-    return _latency_stats([forward_ms() for _ in range(repeats)])
+    forward = _latency_probe(model, batch, input_size, device)
+    return _latency_stats(round_robin({"model": forward}, repeats, warmup)["model"])
 
 
 def latency_table(graphs: dict, input_sizes, batch_sizes, device="auto", repeats: int = 5,
@@ -124,9 +119,10 @@ def latency_table(graphs: dict, input_sizes, batch_sizes, device="auto", repeats
     """measure_latency for every (activation, graph) of ``graphs`` (from efficiency_graphs) at
     every input size x batch size, except the (input_size, batch) pairs in ``skip``.
 
-    Within one (input size, batch) the models are timed round-robin, one pass each in turn, so
-    that a change of background load hits all of them alike (ratios stay meaningful on a shared
-    machine). One row per measurement: activation, graph, input_size, batch, median_ms, p10, p90.
+    Within one (input size, batch) the models are timed round-robin (lslu.timing), one pass each
+    in turn, so that a change of background load hits all of them alike (ratios stay meaningful
+    on a shared machine). One row per measurement: activation, graph, input_size, batch,
+    median_ms, p10, p90, times_ms (every repeat, in round order).
     """
     check_positive_int("repeats", repeats)
     check_positive_int("warmup", warmup, minimum=0)
@@ -137,13 +133,7 @@ def latency_table(graphs: dict, input_sizes, batch_sizes, device="auto", repeats
             if (size, batch) in skip:
                 continue
             probes = {key: _latency_probe(m, batch, size, device) for key, m in graphs.items()}
-            times = {key: [] for key in probes}
-            for _ in range(warmup):
-                for probe in probes.values():
-                    probe()
-            for _ in range(repeats):
-                for key, probe in probes.items():
-                    times[key].append(probe())
+            times = round_robin(probes, repeats, warmup)
             for (act, graph), t in times.items():
                 rows.append({"activation": act, "graph": graph, "input_size": size,
                              "batch": batch} | _latency_stats(t))
@@ -152,17 +142,29 @@ def latency_table(graphs: dict, input_sizes, batch_sizes, device="auto", repeats
 
 
 def latency_ratios(table: pd.DataFrame, numerator: str = "lslu",
-                   denominator: str = "series") -> pd.DataFrame:
-    """Per graph, input size and batch: median latency of ``numerator`` / ``denominator``."""
-    med = table.pivot_table(index=["graph", "input_size", "batch"], columns="activation",
-                            values="median_ms", sort=False)
-    out = (med[numerator] / med[denominator]).rename(f"{numerator} / {denominator}")
-    return out.reset_index()
+                   denominator: str = "series", confidence: float = 0.9) -> pd.DataFrame:
+    """Per graph, input size and batch: median latency of ``numerator`` / ``denominator``, its
+    ``confidence`` bootstrap interval over the round-robin rounds (lslu.timing.ratio_interval:
+    columns lo, hi) and a verdict that says faster/slower only when the interval excludes 1."""
+    rows = []
+    for (graph, size, batch), sub in table.groupby(["graph", "input_size", "batch"], sort=False):
+        by_act = sub.set_index("activation")
+        for act in (numerator, denominator):
+            if act not in by_act.index:
+                raise ValueError(f"latency table has no activation {act!r} at {graph}, {size} px, "
+                                 f"batch {batch}; it has {list(by_act.index)}")
+        r = ratio_interval(by_act.loc[numerator, "times_ms"], by_act.loc[denominator, "times_ms"],
+                           confidence)
+        rows.append({"graph": graph, "input_size": size, "batch": batch,
+                     f"{numerator} / {denominator}": r["ratio"], "lo": r["lo"], "hi": r["hi"],
+                     "verdict": speed_verdict(r["lo"], r["hi"], numerator, denominator)})
+    return pd.DataFrame(rows)
 
 
 def latency_display(table: pd.DataFrame) -> pd.DataFrame:
     """latency_table for the page: one row per graph, input size and batch; median (p10-p90) ms
-    per activation, and the ratio of the medians of the first two activations."""
+    per activation, and the ratio of the medians of the second activation over the first with
+    its 90% bootstrap interval and verdict (latency_ratios)."""
     acts = list(dict.fromkeys(table["activation"]))
     rows = []
     for (graph, size, batch), sub in table.groupby(["graph", "input_size", "batch"], sort=False):
@@ -173,8 +175,10 @@ def latency_display(table: pd.DataFrame) -> pd.DataFrame:
             row[f"{act}: median ms (p10-p90)"] = (f"{r.median_ms:.1f} "
                                                   f"({r.p10:.1f}-{r.p90:.1f})")
         if len(acts) >= 2:
-            row[f"{acts[1]} / {acts[0]}"] = round(by_act.loc[acts[1], "median_ms"]
-                                                  / by_act.loc[acts[0], "median_ms"], 3)
+            r = ratio_interval(by_act.loc[acts[1], "times_ms"], by_act.loc[acts[0], "times_ms"])
+            row[f"{acts[1]} / {acts[0]}"] = round(r["ratio"], 3)
+            row["90% interval"] = f"{r['lo']:.2f}-{r['hi']:.2f}"
+            row["verdict"] = speed_verdict(r["lo"], r["hi"], acts[1], acts[0])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -219,6 +223,25 @@ def speed_benchmark_table(folder) -> pd.DataFrame:
                          "value": None if value is None else round(float(value), 2),
                          "target": target, "verdict": verdict})
     return pd.DataFrame(rows, columns=["file", "machine", "ratio", "value", "target", "verdict"])
+
+
+def launch_count_table(folder) -> pd.DataFrame | None:
+    """benchmarks/results/launch_count.json (benchmarks/launch_count.py) as a table: per model,
+    path (tensor: what a GPU, tracing and torch.compile run; fast: the eager CPU path) and LSLU
+    form, the kernel-launching operations of one training step, the series activation's, their
+    ratio and the target. None if the file does not exist."""
+    files = _load_json_files(folder, "launch_count.json")
+    if not files:
+        return None
+    data = files["launch_count"]
+    target = data.get("target_ratio_tensor_path")
+    rows = [{"model": r["model"], "path": r["path"],
+             "LSLU form": "per channel" if r["activation"].endswith("per_channel") else "per layer",
+             "ops": r["ops"], "series ops": r["series_ops"],
+             "ratio": round(r["ops"] / r["series_ops"], 2),
+             "target": f"<= {target}" if r["path"] == "tensor" and target else ""}
+            for r in data.get("rows", [])]
+    return pd.DataFrame(rows)
 
 
 def gpu_check_table(folder) -> pd.DataFrame | None:

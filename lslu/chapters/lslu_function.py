@@ -17,7 +17,7 @@ from ..activations import LSLU, naive_series, reference_deploy_, three_piece, th
 from ..models import build_model, count_parameters
 from ..train import count_flops
 from .common import deployed_copy, below, percent
-from .plots import new_axes, style_axes
+from .plots import new_axes, page_grid, style_axes
 
 
 def configs(**params) -> list:
@@ -325,9 +325,8 @@ def plot_three_pieces(theta, omega, points: int = 401, ncols: int = 2):
     if theta.dim() == 1:
         theta, omega = theta[None], omega[None]
     k = theta.shape[0]
-    ncols = min(ncols, k)
-    nrows = math.ceil(k / ncols)
-    fig = Figure(figsize=(4.0 * ncols, 3.4 * nrows), layout="constrained")
+    nrows, ncols, figsize = page_grid(k, ncols, panel_height=3.2)
+    fig = Figure(figsize=figsize, layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[k:]:
         ax.set_visible(False)

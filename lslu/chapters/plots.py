@@ -13,6 +13,24 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 
+#: The book's text column is about 720 px; at matplotlib's 100 dpi a figure wider than 7.5 in is
+#: shown below 0.6 of its size, and more than 2 panels per row make each panel's labels a few
+#: pixels high. Multi-panel figures therefore stack rows instead of growing wider.
+PAGE_WIDTH_IN = 7.5
+MAX_COLUMNS = 2
+
+
+def page_grid(panels: int, ncols: int = MAX_COLUMNS, panel_height: float = 2.9):
+    """(nrows, ncols, figsize) of a grid of ``panels`` panels that fits the page: at most
+    MAX_COLUMNS per row, PAGE_WIDTH_IN wide at most. ``ncols`` above MAX_COLUMNS fails."""
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or not 1 <= ncols <= MAX_COLUMNS:
+        raise ValueError(f"ncols must be an integer from 1 to {MAX_COLUMNS} (the book's column "
+                         f"fits {MAX_COLUMNS} readable panels per row), got {ncols!r}")
+    ncols = max(1, min(ncols, panels))
+    nrows = max(1, math.ceil(panels / ncols))
+    return nrows, ncols, (min(PAGE_WIDTH_IN, 3.75 * ncols), panel_height * nrows)
+
+
 def new_axes(ax=None, figsize=(6.4, 4.0)):
     if ax is not None:
         return ax.figure, ax
@@ -91,14 +109,14 @@ def plot_histograms(data: dict, bins: int = 30, ax=None, xlabel=None, ylabel="co
     return fig
 
 
-def plot_histogram_grid(panels: dict, ncols: int = 4, bins: int = 30, xlabel=None,
+def plot_histogram_grid(panels: dict, ncols: int = MAX_COLUMNS, bins: int = 30, xlabel=None,
                         ylabel="count", density: bool = False, sharex: bool = True):
     """One panel per title -> {label: values}, each drawn by plot_histograms (overlaid step
-    histograms on common bins), ``ncols`` panels per row; the legend is on the first panel."""
+    histograms on common bins), ``ncols`` (<= MAX_COLUMNS) panels per row; the legend is on the
+    first panel."""
     titles = list(panels)
-    ncols = max(1, min(ncols, len(titles)))
-    nrows = math.ceil(len(titles) / ncols)
-    fig = Figure(figsize=(3.6 * ncols, 2.9 * nrows), layout="constrained")
+    nrows, ncols, figsize = page_grid(len(titles), ncols)
+    fig = Figure(figsize=figsize, layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex).ravel()
     for i, (ax, title) in enumerate(zip(axes, titles)):
         plot_histograms(panels[title], bins=bins, ax=ax, xlabel=xlabel, ylabel=ylabel,

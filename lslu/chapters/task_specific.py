@@ -133,7 +133,13 @@ def plot_confusion_matrix(matrix, classes, normalize: bool = True, ax=None, titl
 
 def image_folder_source(image_folder) -> tuple[str, str, dict]:
     """(folder, a sentence naming the data, TrainConfig settings the data needs) for the
-    notebook's ``image_folder``: None exports scikit-learn's digits as PNG files (offline)."""
+    notebook's ``image_folder``: None exports scikit-learn's digits as PNG files (offline),
+    "fashion_mnist" a small Fashion-MNIST image folder (lslu.data.export_fashion_mnist_imagefolder).
+    """
+    if image_folder == "fashion_mnist":
+        folder = lslu_data.export_fashion_mnist_imagefolder()
+        return (folder, "Fashion-MNIST's product photographs (300 training and 100 test images "
+                "per class, from the official splits), written as 28x28 PNG files", {})
     if image_folder is None:
         folder = lslu_data.export_digits_imagefolder()
         return (folder, "offline default: scikit-learn's handwritten digits, written as 8x8 PNG "

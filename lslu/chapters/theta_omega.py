@@ -2,8 +2,6 @@
 abstract's claim, and learnable against frozen theta/omega."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -13,7 +11,7 @@ from ..paper import paper_text
 from ..train import TrainConfig
 from .common import (Headline, base_from, check_sweep_levels, compare, grid, mean_std_text,
                      paper_number, results_frame, summarize)
-from .plots import style_axes
+from .plots import MAX_COLUMNS, page_grid, style_axes
 
 
 #: The abstract's claim for VanillaNet ("θ initially decreases, then increases before
@@ -343,16 +341,15 @@ def trend_headline_rows(claim: dict, freeze: pd.DataFrame, model: str, dataset: 
 _SYMBOLS = {"theta": r"\theta", "omega": r"\omega"}
 
 
-def plot_trajectories(history: list, key: str, layers=None, ncols: int = 4):
+def plot_trajectories(history: list, key: str, layers=None, ncols: int = MAX_COLUMNS):
     """Per-layer trajectories of a series parameter over epochs: one panel per layer, one line
     per series step i. ``history[e][key]`` is {layer_name: [n floats]} for epoch e (epoch numbers
     are ``history[e]["epoch"]`` when present, else e)."""
     layers = list(history[0][key]) if layers is None else list(layers)
     epochs = [h.get("epoch", e) for e, h in enumerate(history)]
     symbol = f"${_SYMBOLS[key]}$" if key in _SYMBOLS else key
-    ncols = min(ncols, len(layers))
-    nrows = math.ceil(len(layers) / ncols)
-    fig = Figure(figsize=(3.4 * ncols, 2.8 * nrows), layout="constrained")
+    nrows, ncols, figsize = page_grid(len(layers), ncols, panel_height=2.6)
+    fig = Figure(figsize=figsize, layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True).ravel()
     for ax, layer in zip(axes, layers):
         values = np.array([h[key][layer] for h in history], dtype=float).reshape(len(history), -1)

@@ -112,10 +112,13 @@ def power_note(seeds, alpha: float = 0.05) -> str:
 
 
 def zoo_headlines(summary: pd.DataFrame, reference: str, model: str, dataset: str,
-                  seeds, candidate: str = "lslu") -> list[dict]:
+                  seeds, candidate: str = "lslu", frame: pd.DataFrame | None = None
+                  ) -> list[dict]:
     """The zoo chapter's headline rows (save_headline, experiment 'beyond'): the best
     activation by mean top-1, the rank of ``candidate`` (LSLU), its gain over ``reference`` in pp
-    and whether that gain is significant (Welch, 0.05) with the number of seeds."""
+    and whether that gain is significant (Welch, 0.05) with the number of seeds. ``frame``
+    (results_frame of the runs) adds the per-seed top-1 of both arms and their run ids to the
+    gain row, for the summary's interval."""
     where = f"{model} on {dataset}"
     best = summary.iloc[0]
     rows = [Headline(experiment="beyond", quantity=f"zoo: best activation by mean top-1, {where}",
@@ -129,10 +132,22 @@ def zoo_headlines(summary: pd.DataFrame, reference: str, model: str, dataset: st
             significant = "n/a" if pd.isna(r["p_value"]) else ("yes" if r["significant"] else "no")
             rows += [
                 Headline(experiment="beyond", quantity=f"zoo: {candidate} gain over {reference}, "
-                 f"{where}", ours=round(float(r["gain"]), 2), unit="pp"),
+                 f"{where}", ours=round(float(r["gain"]), 2), unit="pp",
+                         **_evidence(frame, reference, candidate)),
                 Headline(experiment="beyond", quantity=f"zoo: {candidate} gain significant at 0.05 "
                  f"(Welch, {len(seeds)} seeds)", ours=significant, unit="")]
     return rows
+
+
+def _evidence(frame, reference: str, candidate: str) -> dict:
+    """Headline fields with the per-seed top-1 of ``reference`` and ``candidate`` and their run
+    ids (empty without ``frame``)."""
+    if frame is None:
+        return {}
+    arms = [frame[frame["act_fn"] == a].sort_values("seed") for a in (reference, candidate)]
+    return {"baseline_values": tuple(float(v) for v in arms[0]["top1"]),
+            "values": tuple(float(v) for v in arms[1]["top1"]),
+            "runs": tuple(sorted(arms[0]["run_id"].tolist() + arms[1]["run_id"].tolist()))}
 
 
 def plot_seed_dots(df, x: str, y: str, seed: str = "seed", order=None, ax=None, xlabel=None,
@@ -147,7 +162,7 @@ def plot_seed_dots(df, x: str, y: str, seed: str = "seed", order=None, ax=None, 
     offsets = {s: (i - (len(seeds) - 1) / 2) * min(0.5 / max(len(seeds), 1), 0.12)
                for i, s in enumerate(seeds)}
     highlight = set(highlight or [])
-    fig, ax = new_axes(ax, figsize=(max(6.4, 0.8 * len(cats) + 2), 4.0))
+    fig, ax = new_axes(ax, figsize=(min(7.5, max(6.4, 0.8 * len(cats) + 2)), 4.0))  # page width
     for i, cat in enumerate(cats):
         part = df[df[x] == cat]
         if part.empty:

@@ -1,0 +1,84 @@
+"""One timing loop for every speed comparison: the benchmarks and the efficiency chapter.
+
+On a shared machine absolute times swing with background load, so the functions compared are
+called round-robin (one call each, in turn) and only their ratio, measured side by side, is
+reported. Each call is timed with ``torch.utils.benchmark.timer``, the clock that synchronises
+the accelerator before reading the time (CUDA work is asynchronous). Its ``Timer`` class does not
+fit: every ``timeit`` call first runs the statement twice untimed, which would break the turns.
+Spread: a ratio's interval comes from a bootstrap over the rounds, resampled in pairs (the calls
+of one round shared its load), and a verdict "faster"/"slower" is given only when that interval
+excludes 1.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Callable
+
+import numpy as np
+from torch.utils import benchmark
+
+__all__ = ["round_robin", "interleaved", "summarize", "ratio_interval", "speed_verdict"]
+
+
+def round_robin(fns: dict[str, Callable[[], object]], repeats: int,
+                warmup: int = 1) -> dict[str, np.ndarray]:
+    """Seconds per call of every function in ``fns``: ``warmup`` untimed rounds, then ``repeats``
+    timed rounds, each calling every function once in turn. Returns name -> array (repeats,)."""
+    if not isinstance(fns, dict) or not fns or not all(callable(f) for f in fns.values()):
+        raise ValueError(f"fns needs a non-empty dict of name -> callable, got {fns!r}")
+    for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {k: np.empty(repeats) for k in fns}
+    for i in range(repeats):
+        for k, fn in fns.items():
+            t0 = benchmark.timer()
+            fn()
+            times[k][i] = benchmark.timer() - t0
+    return times
+
+
+def summarize(seconds) -> dict:
+    """Median, 10th/90th percentile and minimum of a series of times, in milliseconds."""
+    t = 1e3 * np.asarray(seconds, dtype=float)
+    if t.ndim != 1 or t.size == 0:
+        raise ValueError(f"summarize needs a non-empty 1-d series of times, got shape {t.shape}")
+    p10, median, p90 = np.percentile(t, [10, 50, 90])
+    return {"median_ms": float(median), "p10_ms": float(p10), "p90_ms": float(p90),
+            "min_ms": float(t.min())}
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict:
+    """round_robin, each function's times summarized (name -> summarize's dict, in ms)."""
+    return {k: summarize(t) for k, t in round_robin(fns, repeats, warmup).items()}
+
+
+def ratio_interval(numerator, denominator, confidence: float = 0.9, resamples: int = 2000,
+                   seed: int = 0) -> dict:
+    """median(numerator) / median(denominator) with a ``confidence`` bootstrap interval.
+
+    The two series are times of the same round-robin rounds (same length): rounds are resampled
+    in pairs. Returns {"ratio", "lo", "hi", "confidence", "rounds"}."""
+    a, b = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
+    if a.ndim != 1 or a.shape != b.shape or a.size == 0:
+        raise ValueError(f"ratio_interval needs two 1-d series of the same rounds, got shapes "
+                         f"{a.shape} and {b.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    idx = np.random.default_rng(seed).integers(0, a.size, size=(resamples, a.size))
+    boot = np.median(a[idx], axis=1) / np.median(b[idx], axis=1)
+    lo, hi = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return {"ratio": float(np.median(a) / np.median(b)), "lo": float(lo), "hi": float(hi),
+            "confidence": confidence, "rounds": int(a.size)}
+
+
+def speed_verdict(lo: float, hi: float, name: str = "LSLU", other: str = "series") -> str:
+    """A time ratio's verdict from its interval: slower/faster only when it excludes 1."""
+    if lo > 1:
+        return f"{name} slower than {other}"
+    if hi < 1:
+        return f"{name} faster than {other}"
+    return "no difference measurable at this precision"

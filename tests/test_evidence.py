@@ -1,0 +1,68 @@
+"""The committed evidence (results/, the fashion_mnist profile) is what the committed code computes.
+
+* The cheapest committed run is trained again from scratch and must give the committed numbers
+  exactly: a change of training semantics without a bump of TRAINING_SEMANTICS_VERSION, or a
+  store the code cannot reproduce, fails here.
+* Every committed run is one the profile asks for (nothing orphaned), and each is a valid result.
+The grid is trained with one thread (OMP_NUM_THREADS=1, as `python -m lslu grid` in the README);
+the retraining does the same, so the floating-point reductions run in the same order.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lslu.grid import _cost, profile_configs
+from lslu.results import ResultsStore
+from lslu.train import train
+
+REPO = Path(__file__).resolve().parent.parent
+COMMITTED = REPO / "results"
+PROFILE = "fashion_mnist"
+
+
+@pytest.fixture(scope="module")
+def asked():
+    return {c.run_id: c for c in profile_configs(PROFILE)}
+
+
+@pytest.fixture(scope="module")
+def stored():
+    runs = sorted((COMMITTED / "runs").glob("*.json"))
+    assert runs, f"no committed runs in {COMMITTED / 'runs'}"
+    return [p.stem for p in runs]
+
+
+def test_committed_runs_are_asked_for_and_valid(asked, stored):
+    store = ResultsStore(COMMITTED)
+    orphans = [run_id for run_id in stored if run_id not in asked]
+    assert not orphans, f"committed runs the {PROFILE} profile does not ask for: {orphans}"
+    for run_id in stored:
+        result = store.load(run_id)  # checks the digest and the required metrics
+        text = (COMMITTED / "runs" / f"{run_id}.json").read_text()
+        assert "NaN" not in text and "Infinity" not in text
+        assert result.config["dataset"] in ("fashion_mnist", "imagefolder")
+        # no path of the machine that trained it
+        assert str(Path.home()) not in text and "/root/" not in text and "/home/" not in text
+
+
+def test_cheapest_committed_run_is_reproduced_exactly(asked, stored, tmp_path):
+    run_id = min(stored, key=lambda r: _cost(asked[r]))
+    committed = ResultsStore(COMMITTED).load(run_id)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        again = train(asked[run_id], results_dir=tmp_path, force=True, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert again.run_id == run_id
+    for key in ("val_acc", "val_loss", "train_loss", "best_val_acc"):
+        assert again.final[key] == committed.final[key], (key, again.final[key],
+                                                            committed.final[key])
+    for mine, theirs in zip(again.history, committed.history):
+        for key in ("train_loss", "val_loss", "val_acc", "theta", "omega"):
+            assert mine[key] == theirs[key], (key, mine["epoch"])
+    assert json.dumps(again.probes, sort_keys=True) == json.dumps(committed.probes, sort_keys=True)

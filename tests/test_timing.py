@@ -1,0 +1,56 @@
+"""lslu.timing: the round-robin loop, the ratio interval and its verdict."""
+import numpy as np
+import pytest
+
+from lslu import timing
+
+
+def test_round_robin_calls_in_turn_after_warmup():
+    calls = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    times = timing.round_robin(fns, repeats=3, warmup=2)
+    assert calls == ["a", "b"] * 5  # 2 warm-up rounds, then 3 timed ones, in turn
+    assert set(times) == {"a", "b"}
+    assert all(t.shape == (3,) and (t >= 0).all() for t in times.values())
+
+
+def test_round_robin_measures_the_slower_function_as_slower():
+    import time
+    times = timing.round_robin({"fast": lambda: None, "slow": lambda: time.sleep(0.01)},
+                               repeats=5, warmup=0)
+    r = timing.ratio_interval(times["slow"], times["fast"])
+    assert r["lo"] > 1
+    assert timing.speed_verdict(r["lo"], r["hi"], "slow", "fast") == "slow slower than fast"
+
+
+@pytest.mark.parametrize("kwargs", [{"fns": {}}, {"fns": {"a": 1}}, {"repeats": 0},
+                                    {"repeats": 2.5}, {"warmup": -1}])
+def test_round_robin_rejects_bad_settings(kwargs):
+    args = {"fns": {"a": lambda: None}, "repeats": 2, "warmup": 0} | kwargs
+    with pytest.raises(ValueError):
+        timing.round_robin(**args)
+
+
+def test_ratio_interval_gives_a_verdict_only_when_it_excludes_one():
+    rng = np.random.default_rng(0)
+    base = 1 + 0.3 * rng.random(40)
+    noise = 1 + 0.3 * rng.random(40)
+    same = timing.ratio_interval(noise, base)
+    assert same["lo"] < 1 < same["hi"]
+    assert timing.speed_verdict(same["lo"], same["hi"]) == \
+        "no difference measurable at this precision"
+    faster = timing.ratio_interval(0.5 * base, base)
+    assert faster["ratio"] == pytest.approx(0.5) and faster["hi"] < 1
+    assert timing.speed_verdict(faster["lo"], faster["hi"]) == "LSLU faster than series"
+    with pytest.raises(ValueError, match="same rounds"):
+        timing.ratio_interval([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="confidence"):
+        timing.ratio_interval([1.0], [1.0], confidence=1.5)
+
+
+def test_summarize_reports_milliseconds_in_order():
+    s = timing.summarize([0.001, 0.002, 0.003, 0.010])
+    assert s["min_ms"] == pytest.approx(1.0)
+    assert s["min_ms"] <= s["p10_ms"] <= s["median_ms"] <= s["p90_ms"] <= 10.0
+    with pytest.raises(ValueError):
+        timing.summarize([])
