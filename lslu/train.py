@@ -218,6 +218,8 @@ def resolve_device(device: str) -> torch.device:
 def hardware_info(device: torch.device | None = None) -> dict:
     info = {"platform": platform.platform(terse=True), "machine": platform.machine(),
             "processor": _cpu_name(), "cpu_count": os.cpu_count(),
+            # the kernels ATen picks (AVX2, AVX512...): bitwise reproducibility needs the same
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch_threads": torch.get_num_threads()}
     if device is not None and device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -42,6 +42,8 @@ def test_show_table_hides_a_counter_index_and_formats_numbers():
     # a meaningful index is kept, as a column
     named = common.show_table(frame.set_index("model")).to_html()
     assert ">model<" in named and "row_heading" not in named
+    # the same table renders the same HTML every time (nbval compares it with the stored one)
+    assert common.show_table(frame)._repr_html_() == common.show_table(frame.copy())._repr_html_()
 
 
 def test_show_table_rejects_bad_input():
@@ -163,3 +165,19 @@ def test_zoo_gain_headline_carries_its_per_seed_evidence():
     (gain,) = [r for r in rows if r.unit == "pp"]
     assert gain.baseline_values == (90.0, 91.0) and gain.values == (95.0, 95.5)
     assert gain.runs == ("l0", "l1", "s0", "s1")
+
+
+def test_trend_table_splits_into_halves_that_fit():
+    from lslu.chapters import theta_omega
+    table = pd.DataFrame({"model": ["vn"], "seed": [0], "layer": ["s0"], "i": [1],
+                          **{f"{k}_{w}": [v] for k in ("theta", "omega")
+                             for w, v in (("start", 1.0), ("end", 0.9), ("min", 0.8),
+                                          ("max", 1.0))},
+                          "theta_trend": ["down-up-stable"], "omega_trend": ["flat"],
+                          "matches_claim": [False]})
+    whole = theta_omega.trend_display(table)
+    theta = theta_omega.trend_display(table, keys=("theta",))
+    assert [c for c in theta.columns if "ω" in c] == [] and "θ trend" in theta.columns
+    assert len(theta.columns) == len(whole.columns) - 3
+    with pytest.raises(ValueError, match="keys must be a non-empty tuple of 'theta', 'omega'"):
+        theta_omega.trend_display(table, keys=("phi",))

@@ -13,7 +13,7 @@ from PIL import Image
 
 from lslu.chapters import common, plots, selectivity, task_specific
 from lslu import probes
-from lslu import data
+from lslu import data, exports
 from lslu.activations import make_activation
 from lslu.models import build_model
 
@@ -92,7 +92,7 @@ def test_interrupted_or_foreign_folder_is_not_taken_for_an_export(tmp_path, monk
 
 def test_default_location_is_under_the_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("LSLU_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(data, "_digits_export_complete", lambda folder: True)  # no writing
+    monkeypatch.setattr(exports, "_export_complete", lambda *args: True)  # no writing
     assert data.export_digits_imagefolder() == str(tmp_path / "digits_imagefolder")
 
 

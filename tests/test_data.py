@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torchvision
 from PIL import Image
 
-from lslu import data
+from lslu import data, datasets, exports
 from lslu.data import DATASETS, DeviceLoader, check_dataset_args, load_dataset, make_mixup
 
 
@@ -107,7 +107,7 @@ def test_a_tiny_model_learns_digits(digits):
 def test_channel_stats_are_exact():
     images = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8)
     images[:, 2] = 7  # a constant channel gets a floor, not std 0
-    mean, std = data._channel_stats(images)
+    mean, std = datasets._channel_stats(images)
     x = images.double() / 255
     torch.testing.assert_close(torch.tensor(mean[:2]), x[:, :2].mean(dim=(0, 2, 3)).float())
     torch.testing.assert_close(torch.tensor(std[:2]),
@@ -316,7 +316,7 @@ def test_imagefolder_bad_folders_raise_before_reading_any_image(tmp_path, monkey
 ])
 def test_bad_arguments_are_named_before_any_work(monkeypatch, kwargs, error, match):
     for loader in ("_load_cifar", "_load_imagefolder", "_load_digits", "_make_synthetic"):
-        monkeypatch.setattr(data, loader, lambda *a, **k: pytest.fail("started loading"))
+        monkeypatch.setattr(datasets, loader, lambda *a, **k: pytest.fail("started loading"))
     with pytest.raises(error, match=match):
         check_dataset_args(**kwargs)
     with pytest.raises(error, match=match):
@@ -325,7 +325,7 @@ def test_bad_arguments_are_named_before_any_work(monkeypatch, kwargs, error, mat
 
 @pytest.mark.parametrize("limit", [0, -5, 2.5, True])
 def test_bad_limit(monkeypatch, limit):
-    monkeypatch.setattr(data, "_load_digits", lambda *a, **k: pytest.fail("started loading"))
+    monkeypatch.setattr(datasets, "_load_digits", lambda *a, **k: pytest.fail("started loading"))
     with pytest.raises(ValueError, match="limit must be a positive int"):
         load_dataset("digits", limit=limit)
 
@@ -662,7 +662,7 @@ def test_dataset_names():
 @pytest.fixture(scope="module")
 def fashion_files():
     files = data.fashion_mnist_files()
-    assert files is not None, data._fashion_missing(None)
+    assert files is not None, datasets._fashion_missing(None)
     return files
 
 
@@ -752,7 +752,7 @@ def test_fashion_mnist_from_a_data_dir_gzip_or_not_and_corrupt(fashion_files, tm
 def test_fashion_mnist_imagefolder_export(fashion_files, tmp_path, one_thread):
     folder = data.export_fashion_mnist_imagefolder(str(tmp_path / "fm"), per_class=4,
                                                    val_per_class=2)
-    classes, train_files, val_files = data._scan_imagefolder(folder)
+    classes, train_files, val_files = datasets._scan_imagefolder(folder)
     assert len(classes) == 10 and len(train_files) == 40 and len(val_files) == 20
     assert np.bincount([y for _, y in train_files]).tolist() == [4] * 10
     images = _torchvision_idx(fashion_files["train_images"], tmp_path).numpy()
@@ -760,7 +760,7 @@ def test_fashion_mnist_imagefolder_export(fashion_files, tmp_path, one_thread):
     for path, y in train_files:  # pixels as in the IDX file, class folder = its label's name
         index = int(os.path.basename(path)[:-4])
         assert np.array_equal(np.asarray(Image.open(path)), images[index])
-        assert classes[y] == data._FASHION_FOLDER_NAMES[labels[index]]
+        assert classes[y] == exports._FASHION_FOLDER_NAMES[labels[index]]
     # deterministic: a second export elsewhere has the same content digest; reuse is a no-op
     again = data.export_fashion_mnist_imagefolder(str(tmp_path / "fm2"), per_class=4,
                                                   val_per_class=2)

@@ -59,10 +59,26 @@ def test_cheapest_committed_run_is_reproduced_exactly(asked, stored, tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert again.run_id == run_id
-    for key in ("val_acc", "val_loss", "train_loss", "best_val_acc"):
-        assert again.final[key] == committed.final[key], (key, again.final[key],
-                                                            committed.final[key])
-    for mine, theirs in zip(again.history, committed.history):
-        for key in ("train_loss", "val_loss", "val_acc", "theta", "omega"):
-            assert mine[key] == theirs[key], (key, mine["epoch"])
-    assert json.dumps(again.probes, sort_keys=True) == json.dumps(committed.probes, sort_keys=True)
+    if _same_kind_of_cpu(committed.hardware, again.hardware):
+        # the same kernels in the same order: the numbers must be the committed ones, bit for bit
+        for key in ("val_acc", "val_loss", "train_loss", "best_val_acc"):
+            assert again.final[key] == committed.final[key], (key, again.final[key],
+                                                                committed.final[key])
+        for mine, theirs in zip(again.history, committed.history):
+            for key in ("train_loss", "val_loss", "val_acc", "theta", "omega"):
+                assert mine[key] == theirs[key], (key, mine["epoch"])
+        assert json.dumps(again.probes, sort_keys=True) == \
+            json.dumps(committed.probes, sort_keys=True)
+    else:
+        # another CPU kind (other vector kernels) rounds differently; the run must still land
+        # where the committed one did
+        assert abs(again.final["val_acc"] - committed.final["val_acc"]) <= 0.01, \
+            ("bitwise equality is expected only on the CPU kind that trained the run",
+             again.hardware, committed.hardware, again.final, committed.final)
+        assert again.final["val_loss"] == pytest.approx(committed.final["val_loss"], rel=0.02)
+
+
+def _same_kind_of_cpu(trained: dict, here: dict) -> bool:
+    """Same processor model and (where the run recorded it) the same ATen CPU capability."""
+    return trained.get("processor") == here.get("processor") and \
+        trained.get("cpu_capability", here.get("cpu_capability")) == here.get("cpu_capability")

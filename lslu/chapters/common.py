@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import itertools
 import math
 import re
@@ -307,7 +308,10 @@ def show_table(frame: pd.DataFrame, formats: dict | None = None):
     if not isinstance(frame.index, pd.RangeIndex) or frame.index.name is not None:
         frame = frame.reset_index()
     by_column = {c: (formats or {}).get(c, _auto_format) for c in frame.columns}
-    return frame.style.format(by_column).hide(axis="index")
+    # pandas names the table's HTML ids with a random uuid; one from the content keeps a rerun's
+    # output identical, so that nbval can compare it with the stored one
+    uuid = hashlib.sha1(frame.to_csv().encode()).hexdigest()[:8]
+    return frame.style.format(by_column).hide(axis="index").set_uuid(uuid)
 
 
 def verdict(gain, low, high, p_value, what: str = "LSLU", baseline: str = "the baseline",

@@ -225,13 +225,21 @@ def _fixed(value: float, decimals: int) -> str:
     return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
-def trend_display(table: pd.DataFrame, decimals: int = 3) -> pd.DataFrame:
+def trend_display(table: pd.DataFrame, decimals: int = 3, keys=("theta", "omega")
+                  ) -> pd.DataFrame:
     """trend_table for the page: layer, i, θ start → end (min, max) and label, the same for ω,
-    and whether the pair matches the claim; values rounded to ``decimals``."""
+    and whether the pair matches the claim; values rounded to ``decimals``. ``keys``: ("theta",)
+    or ("omega",) gives half the columns, so that each half fits the book's column."""
+    bad = [k for k in keys if k not in ("theta", "omega")] if isinstance(keys, (list, tuple)) \
+        else [keys]
+    if bad or not keys:
+        raise ValueError(f"keys must be a non-empty tuple of 'theta', 'omega', got {keys!r}")
     f = lambda v: _fixed(v, decimals)  # noqa: E731
     out = pd.DataFrame({"model": table["model"], "seed": table["seed"], "layer": table["layer"],
                         "i": table["i"]})
     for key, sym in (("theta", "θ"), ("omega", "ω")):
+        if key not in keys:
+            continue
         out[f"{sym}: start → end"] = [f"{f(a)} → {f(b)}"
                                       for a, b in zip(table[f"{key}_start"], table[f"{key}_end"])]
         out[f"{sym}: min, max"] = [f"{f(a)}, {f(b)}"
