@@ -17,6 +17,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from .profiles import load_profile, notebook_parameters
 from .results import ResultsStore
 from .train import TrainConfig
 
@@ -48,7 +49,6 @@ def notebook_defaults(notebook_path) -> dict:
 
 def chapter_parameters(profile, stem: str, notebooks_dir=None) -> dict:
     """What notebook ``stem`` runs with under ``profile`` (a name or a loaded profile)."""
-    from .book import notebook_parameters
     path = Path(notebooks_dir or NOTEBOOKS_DIR) / f"{stem}.ipynb"
     if not path.is_file():
         raise ValueError(f"the registry names notebook {stem!r}, but {path} does not exist")
@@ -59,7 +59,6 @@ def profile_configs(profile_name: str, registry: Registry | None = None,
                     notebooks_dir=None) -> list[TrainConfig]:
     """Every run the chapters ask for under profile ``profile_name``, in chapter order, each
     once (chapters share runs with the same id)."""
-    from .book import load_profile
     profile = load_profile(profile_name)
     registry = default_registry() if registry is None else registry
     seen, out = set(), []

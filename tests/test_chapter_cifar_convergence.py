@@ -232,3 +232,77 @@ def test_plots_with_and_without():
     ax = fig.axes[0]
     assert len(ax.patches) == 4
     assert {t.get_text() for t in ax.texts} == {"90.0"}
+
+
+# ------------------------------------------- what ran: dropout, pipeline, reference's best
+def with_config(result, **fields):
+    result.config = TrainConfig(**(result.config | fields)).to_dict()
+    return result
+
+
+def test_dropout_line_says_which_placement_and_rate_ran():
+    ours = [with_config(fake_result(seed=s), drop_rate=0.1) for s in (0, 1)]
+    ref = [with_config(fake_result("resnet18", seed=0), drop_rate=0.05,
+                       dropout_placement="reference")]
+    assert "rate 0.1, placement ours (ResNet18: in each block after the first" in \
+        " ".join(common.dropout_line(ours).split())
+    text = " ".join(common.dropout_line(ref).split())
+    assert "rate 0.05, placement the reference's" in text and "before the fc" in text
+    both = " ".join(common.dropout_line(ours + ref).split())
+    assert "rates 0.05, 0.1" in both and "ours" in both and "the reference's" in both
+    assert "(no dropout)" in common.dropout_line([fake_result()])
+    assert max(map(len, common.dropout_line(ours + ref).splitlines())) <= common.TEXT_WIDTH
+
+
+def test_run_header_says_which_data_pipeline_ran():
+    ours = common.run_header("smoke", [fake_result()])
+    assert "data pipeline: ours (train: crop with padding" in ours
+    big = " ".join(common.run_header("paper", [with_config(
+        fake_result(), pipeline="reference", input_size=224)]).split())
+    assert "data pipeline: reference (train: RandomResizedCrop(224, scale 0.08-1, bicubic)" in big
+    assert "ImageNet mean/std" in big and "CenterCrop(224)" in big
+    small = " ".join(common.run_header("paper", [with_config(
+        fake_result(), pipeline="reference", input_size=32)]).split())
+    assert "small-input branch" in small and "RandomResizedCrop" not in small
+
+
+def test_display_table_shows_the_reference_best_only_for_the_reference_recipe():
+    def runs(pipeline):
+        out = []
+        for m in ("vanillanet_5_x0_25", "resnet18"):
+            for a in (None, "lslu"):
+                for s, accs in ((0, (0.5, 0.9, 0.8)), (1, (0.5, 0.7, 0.6))):
+                    r = with_config(fake_result(m, a, seed=s, val_acc=accs), pipeline=pipeline)
+                    r.final["reference_best_val_acc"] = max(accs)
+                    out.append(r)
+        return out
+    ref = cifar.with_and_without_lslu(runs("reference"))
+    shown = ref.display_table()
+    assert ref.has_reference_best
+    assert shown["ref. best top-1 (%)"].tolist() == ["80.00 ± 14.14"] * 4  # max of 90 and 70
+    assert shown["top-1 (%)"].tolist() == ["70.00 ± 14.14"] * 4  # final: 80 and 60
+    assert "optimistic" in ref.reference_best_note()
+    ours = cifar.with_and_without_lslu(runs("ours"))
+    assert not ours.has_reference_best and ours.reference_best_note() == ""
+    assert "ref. best top-1 (%)" not in ours.display_table()
+    old = runs("reference")
+    del old[0].final["reference_best_val_acc"]  # stored before the reference's best existed
+    assert cifar.with_and_without_lslu(old).display_table()["ref. best top-1 (%)"].iloc[0] == "n/a"
+
+
+def test_verdict_display_is_narrow_and_keeps_the_verdict():
+    results = [fake_result("vanillanet_5_x0_25", None, val_acc=(0.5, 0.8, 0.91)),
+               fake_result("vanillanet_5_x0_25", "lslu", val_acc=(0.6, 0.95, 0.96)),
+               fake_result("resnet18", None, val_acc=(0.5, 0.95, 0.96)),
+               fake_result("resnet18", "lslu", val_acc=(0.5, 0.6, 0.7))]
+    verdict = convergence.convergence_verdict(convergence.convergence_table(results, 0.9))
+    epochs = convergence.verdict_display(verdict)
+    assert epochs["epochs: baseline"].tolist() == ["3", "2"]
+    assert epochs["epochs: LSLU"].tolist() == ["2", "not reached"]
+    assert epochs["LSLU sooner"].tolist() == ["yes", "no"]
+    assert epochs["reached (base vs LSLU)"].tolist() == ["1/1 vs 1/1", "1/1 vs 0/1"]
+    seconds = convergence.verdict_display(verdict, seconds=True)
+    assert seconds["seconds: baseline"].tolist() == ["6.0", "3.0"]  # 1 + 2 + 3 s; 1 + 2 s
+    assert not any("epochs" in c for c in seconds.columns)  # split: seconds only
+    for shown in (epochs, seconds):  # the long names of convergence_display made it overflow
+        assert len(shown.columns) <= 6 and max(map(len, shown.columns)) <= 22

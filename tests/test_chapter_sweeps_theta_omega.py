@@ -275,3 +275,29 @@ def test_frozen_run_keeps_theta_omega_at_init(tmp_path):
     assert set(table["theta_trend"]) == {"flat"} and set(table["omega_trend"]) == {"flat"}
     assert len(table) == 4  # VanillaNet-5: the stem's LSLU and one per stage, n = 1 each
     assert theta_omega.lambda_ramp_end(result) is None  # one epoch at λ = 0: the ramp never ends
+
+
+def test_best_display_is_narrow_with_the_shared_rounding():
+    table = sweeps.sweep_table(_sweep_frame(), "act_num")
+    shown = sweeps.best_display(sweeps.best_levels(table, "act_num"), "act_num", "n",
+                                levels_label="values of n")
+    assert shown.columns.tolist() == ["model", "best n", "best top-1 (%)", "worst n",
+                                      "worst top-1 (%)", "spread (pp)", "values of n"]
+    m1 = shown.iloc[0]
+    assert (m1["best n"], m1["worst n"], m1["spread (pp)"], m1["values of n"]) == \
+        ("3", "1", "+4.00", 3)
+    assert m1["best top-1 (%)"] == common.fmt_pct(table["top1_mean"].iloc[2])
+    frame = _sweep_frame().rename(columns={"act_num": "drop_rate"}).assign(act_fn="lslu")
+    frame["drop_rate"] = frame["drop_rate"] / 10
+    best = sweeps.best_levels(sweeps.sweep_table(frame, "drop_rate", group=["model", "act_fn"]),
+                              "drop_rate", group=["model", "act_fn"])
+    shown = sweeps.best_display(best, "drop_rate", "dropout", group=["model", "act_fn"])
+    assert shown.columns[:3].tolist() == ["model", "activation", "best dropout"]
+    assert shown["worst dropout"].tolist() == ["0.1", "0.2"]
+
+
+def test_dropout_sites_follow_the_placement():
+    ours = dropout.dropout_sites("resnet18", drop_rate=0.05)
+    ref = dropout.dropout_sites("resnet18", drop_rate=0.05, placement="reference")
+    assert "(model)" not in set(ours["inside"])  # ours has no head dropout
+    assert len(ref) == 9 and "(model)" in set(ref["inside"])  # 8 blocks + before the fc

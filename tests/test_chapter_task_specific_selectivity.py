@@ -278,3 +278,17 @@ def test_figures(digits_folder):
     assert table.loc[0, "undefined (dead) units"] == 1 and table.loc[0, "mean SI"] == 0.1
     fig = selectivity.plot_selectivity_by_depth(table)
     assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 2
+
+
+def test_selectivity_tables_split_the_wide_table_in_two_narrow_ones():
+    table = selectivity.selectivity_table({"m": [{"l1": {
+        "si": np.array([0.1, np.nan]), "si_shuffled": np.array([0.0, 0.1]),
+        "output_negative": np.array([True, False]), "si_output_shift": np.array([0.4, 0.2])}}]})
+    at_g, at_output = selectivity.selectivity_tables(table)
+    assert at_g.columns.tolist() == ["model", "layer", "units", "dead", "mean SI", "median SI",
+                                     "chance"]
+    assert (at_g.loc[0, "dead"], at_g.loc[0, "mean SI"], at_g.loc[0, "chance"]) == (1, 0.1, 0.05)
+    assert at_output.columns.tolist() == ["model", "layer", "neg. mean (%)", "mean SI (shift)"]
+    assert (at_output.loc[0, "neg. mean (%)"], at_output.loc[0, "mean SI (shift)"]) == (50.0, 0.3)
+    # the long names made the single table 247 px wider than the column
+    assert all(len(t.columns) <= 7 and max(map(len, t.columns)) <= 16 for t in (at_g, at_output))

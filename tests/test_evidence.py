@@ -82,3 +82,20 @@ def _same_kind_of_cpu(trained: dict, here: dict) -> bool:
     """Same processor model and (where the run recorded it) the same ATen CPU capability."""
     return trained.get("processor") == here.get("processor") and \
         trained.get("cpu_capability", here.get("cpu_capability")) == here.get("cpu_capability")
+
+
+def test_the_landing_figure_is_saved_with_or_without_a_comparison(tmp_path):
+    import matplotlib.image
+    from lslu.chapters import cifar, evidence
+    from lslu.chapters.common import results_frame
+    # without a comparison: a small figure that says so, in a folder created for it
+    empty = evidence.save_landing_figure(None, tmp_path / "_static" / "evidence_top1.png")
+    assert empty.is_file() and matplotlib.image.imread(empty).shape[:2] == (120, 640)
+    # with one: the page's bar figure, as drawn
+    runs = [ResultsStore(COMMITTED).load(p.stem) for p in sorted((COMMITTED / "runs").glob("*.json"))]
+    fig = cifar.plot_top1_bars(results_frame(runs))
+    saved = evidence.save_landing_figure(fig, tmp_path / "bars.png")
+    height, width = matplotlib.image.imread(saved).shape[:2]
+    assert (width, height) == tuple(round(100 * v) for v in fig.get_size_inches())
+    with pytest.raises(ValueError, match="matplotlib Figure or None"):
+        evidence.save_landing_figure("bars", tmp_path / "x.png")

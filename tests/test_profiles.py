@@ -5,7 +5,7 @@ from pathlib import Path
 import papermill
 import pytest
 
-from lslu.book import load_profile, notebook_parameters
+from lslu.profiles import load_profile, notebook_parameters
 from lslu.chapters.common import base_config
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
@@ -60,7 +60,7 @@ def test_a_misspelled_profile_key_fails_when_loaded(tmp_path, text, message):
 
 
 def test_profiles_are_found_from_the_current_repository(tmp_path, monkeypatch):
-    from lslu import book
+    from lslu import profiles as book
     repo = tmp_path / "repo"
     (repo / "profiles").mkdir(parents=True)
     (repo / "profiles" / "mine.yaml").write_text("description: mine\n")

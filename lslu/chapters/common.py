@@ -102,6 +102,11 @@ def results_frame(results: list[RunResult]) -> pd.DataFrame:
             "epochs": r.final["epochs_run"],
             "top1": 100 * r.final["val_acc"], "best_top1": 100 * r.final["best_val_acc"],
             "top1_ema": None if r.final["val_acc_ema"] is None else 100 * r.final["val_acc_ema"],
+            # the reference code's number: the maximum test top-1 over its evaluation epochs
+            # (lslu.train.reference_best); None for runs stored before it was recorded
+            "ref_best_top1": None if r.final.get("reference_best_val_acc") is None
+            else 100 * r.final["reference_best_val_acc"],
+            "pipeline": c.get("pipeline", "ours"),
             "val_loss": r.final["val_loss"], "params": r.params, "params_deploy": r.params_deploy,
             "flops": r.flops, "train_time_s": r.final["train_time_s"], "run_id": r.run_id,
         })
@@ -194,10 +199,50 @@ def run_header(profile: str, results: list[RunResult]) -> str:
     seeds = sorted({r.config["seed"] for r in results})
     hardware = sorted({r.hardware.get("gpu") or r.hardware.get("processor", "?") for r in results})
     seconds = sum(r.final["train_time_s"] for r in results)
+    pipelines = list(dict.fromkeys(pipeline_text(r.config) for r in results))
     return wrap(f"profile: {profile} | dataset: {', '.join(datasets)} at "
                 f"{', '.join(map(str, sizes))} px | {plural(len(seeds), 'seed')} {seeds} | "
                 f"{plural(len(results), 'run')}\nhardware: {'; '.join(hardware)} | "
-                f"training time: {seconds:,.0f} s")
+                f"training time: {seconds:,.0f} s\ndata pipeline: {'; '.join(pipelines)}")
+
+
+def pipeline_text(config: dict) -> str:
+    """In words, the data pipeline a run's config trained with (lslu.data.DeviceLoader); runs
+    stored before TrainConfig had ``pipeline`` ran ours."""
+    pipeline, size = config.get("pipeline", "ours"), config["input_size"]
+    flips = "flips" if config.get("flip", True) else "no flips"
+    if pipeline == "ours":
+        return (f"ours (train: crop with padding at the stored size, {flips}; eval: the full "
+                f"image; resized to {size} px; the dataset's mean/std)")
+    if pipeline != "reference":
+        raise ValueError(f"unknown pipeline {pipeline!r}; valid: ours, reference")
+    if size > 32:  # the reference's transforms for large inputs
+        return (f"reference (train: RandomResizedCrop({size}, scale 0.08-1, bicubic), {flips}; "
+                f"eval: Resize + CenterCrop({size}); ImageNet mean/std)")
+    # at <= 32 px the reference code takes its small-input branch (lslu.data.DeviceLoader)
+    return (f"reference, small-input branch (train: random crop with 4 px padding, {flips}; "
+            f"eval: the image as stored; ImageNet mean/std)")
+
+
+def dropout_line(results: list[RunResult]) -> str:
+    """Which dropout placement and rate(s) the runs trained with, one wrapped line: ResNet18's
+    dropout sits after each block's first activation in ours, after each block's second BN and
+    before the fc in the reference's; VanillaNet's sits in the head either way."""
+    if not results:
+        return "dropout: no runs"
+    rates = sorted({float(r.config["drop_rate"]) for r in results})
+    places = sorted({r.config.get("dropout_placement", "ours") for r in results})
+    where = {"ours": "ours (ResNet18: in each block after the first activation)",
+             "reference": "the reference's (ResNet18: in each block after the second BN, and "
+                          "before the fc)"}
+    unknown = set(places) - set(where)
+    if unknown:
+        raise ValueError(f"unknown dropout_placement {sorted(unknown)}; valid: ours, reference")
+    rate_text = (f"rate {rates[0]:g}" if len(rates) == 1
+                 else f"rates {', '.join(f'{r:g}' for r in rates)}")
+    none = " (no dropout)" if rates == [0.0] else ""
+    return wrap(f"dropout: {rate_text}{none}, placement {' and '.join(where[p] for p in places)}; "
+                f"VanillaNet's dropout sits in its head with either placement")
 
 
 @dataclasses.dataclass(frozen=True)

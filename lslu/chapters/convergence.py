@@ -122,6 +122,21 @@ def convergence_display(table: pd.DataFrame, seconds: bool = False) -> pd.DataFr
     return out
 
 
+def verdict_display(verdict: pd.DataFrame, seconds: bool = False) -> pd.DataFrame:
+    """convergence_verdict as a narrow page table (show it with common.show_table): epochs, or
+    with ``seconds`` only the seconds, with short column names, so that it fits the text column
+    (convergence_display keeps the long names that the page's sentences quote)."""
+    what = "seconds" if seconds else "epochs"
+    shown = convergence_display(verdict, seconds=seconds)
+    out = pd.DataFrame({"model": shown["model"], "baseline": shown["baseline"],
+                        f"{what}: baseline": shown[f"baseline {what}"],
+                        f"{what}: LSLU": shown[f"LSLU {what}"],
+                        "LSLU sooner": shown[f"LSLU in fewer {what}"]})
+    if not seconds:  # the seeds that reached the target, once
+        out["reached (base vs LSLU)"] = shown["seeds reached (baseline/LSLU)"]
+    return out
+
+
 def convergence_headline_rows(table: pd.DataFrame, target: float, experiment: str = "E7"
                               ) -> list[dict]:
     """Rows for save_headline: per model and activation, the median over seeds of

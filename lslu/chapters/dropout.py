@@ -25,10 +25,11 @@ def configs(*, models, drop_rates, seeds, with_baseline=False, **settings) -> li
 
 
 def dropout_sites(name: str, drop_rate: float = 0.1, num_classes: int = 10,
-                  activation: str | None = "lslu") -> pd.DataFrame:
-    """Where ``build_model(name, ...)`` puts its dropout: one row per nn.Dropout module, with
-    its name, its rate p and the module it sits in ('(model)' for the top level)."""
-    model = build_model(name, num_classes, activation, 3, drop_rate)
+                  activation: str | None = "lslu", placement: str = "ours") -> pd.DataFrame:
+    """Where ``build_model(name, ...)`` puts its dropout with ``placement`` (TrainConfig's
+    dropout_placement): one row per nn.Dropout module, with its name, its rate p and the module
+    it sits in ('(model)' for the top level)."""
+    model = build_model(name, num_classes, activation, 3, drop_rate, dropout_placement=placement)
     rows = []
     for n, m in model.named_modules():
         if isinstance(m, nn.Dropout):

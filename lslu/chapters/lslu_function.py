@@ -355,3 +355,92 @@ def plot_three_pieces(theta, omega, points: int = 401, ncols: int = 2):
                f"θ={_fmt(t.tolist())}\nω={_fmt(w.tolist())}: {count} piece{'s' * (count > 1)}",
                legend=ax is axes[0])
     return fig
+
+
+# ---- statements about the reference code, checked by running code (book/reference_code.md) ----
+@torch.no_grad()
+def reference_deploy_exceptions(levels=(0.0, 0.7, -0.7), channels: int = 8, seed: int = 0):
+    """The reference deploy against our exact deploy for theta = 1, omega = (a, -a, 0): the
+    series is still relu for a >= 0 (so the reference's transform is exact there too), not for
+    a < 0. Rows: a, whether the series equals relu, whether the reference's deploy is exact
+    (float32 rounding, < 1e-5) or wrong (its largest error, 2 significant digits)."""
+    rows = []
+    for a in levels:
+        torch.manual_seed(seed)
+        layer = LSLU(channels, 3).eval()
+        layer.omega.copy_(torch.tensor([a, -a, 0.0]))
+        layer.bn.running_mean.normal_(0, 0.3)
+        layer.bn.running_var.uniform_(0.5, 2.0)
+        x = torch.randn(4, channels, 6, 6, generator=torch.Generator().manual_seed(seed))
+        deviation = (naive_series(x, layer.theta, layer.omega) - torch.relu(x)).abs().max()
+        theirs = reference_deploy_(copy.deepcopy(layer))
+        error = float((theirs(x) - layer(x)).abs().max())
+        rows.append({"a": a, "series = relu": "yes" if deviation < 1e-5 else "no",
+                     "reference deploy": "exact (error < 1e-5)" if error < 1e-5
+                     else f"wrong (max error {error:.2g})"})
+    return pd.DataFrame(rows)
+
+
+def naive_series_saved_tensors(act_nums=(1, 2, 3, 4), size=(2, 4, 8, 8)) -> pd.DataFrame:
+    """How many full-size tensors autograd keeps for the backward of the series evaluated step
+    by step (as the reference code does): n + 1 (the output of each relu)."""
+    rows = []
+    for n in act_nums:
+        x = torch.randn(size, requires_grad=True)
+        theta, omega = torch.ones(n, requires_grad=True), torch.zeros(n, requires_grad=True)
+        storages = set()
+
+        def pack(t):
+            if t.numel() == x.numel():
+                storages.add(t.untyped_storage().data_ptr())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            naive_series(x, theta, omega)
+        rows.append({"n": n, "full-size tensors kept for backward": len(storages)})
+    return pd.DataFrame(rows)
+
+
+def lambda_graph_count(values=8) -> pd.DataFrame:
+    """Graphs torch.compile makes over ``values`` distinct deep-training lambdas: lambda as a
+    Python float attribute against lambda in a tensor buffer (as lslu.models keeps it). Counted
+    with a backend that records each graph and runs it eagerly (no code generation)."""
+    import torch._dynamo  # the compiler's front end; imported here, only this check needs it
+
+    class FloatLambda(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lam = 0.0
+
+        def forward(self, x):
+            return (1 - self.lam) * torch.relu(x) + self.lam * x
+
+    class BufferLambda(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("lam", torch.tensor(0.0))
+
+        def forward(self, x):
+            return (1 - self.lam) * torch.relu(x) + self.lam * x
+
+    rows = []
+    x = torch.randn(4, 8)
+    for name, module in (("Python float", FloatLambda()), ("tensor buffer", BufferLambda())):
+        graphs = []
+
+        def backend(gm, example_inputs):
+            graphs.append(gm)
+            return gm.forward
+
+        torch._dynamo.reset()
+        compiled = torch.compile(module, backend=backend)
+        for i in range(values):
+            lam = i / (values - 1)
+            if isinstance(module.lam, torch.Tensor):
+                module.lam.fill_(lam)
+            else:
+                module.lam = lam
+            compiled(x)
+        rows.append({"lambda kept as": name, "distinct lambdas": values, "graphs": len(graphs)})
+    torch._dynamo.reset()
+    return pd.DataFrame(rows)

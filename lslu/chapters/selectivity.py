@@ -187,6 +187,25 @@ def selectivity_display(table: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
     return out
 
 
+#: selectivity_table's long column names -> the short ones of the page's two narrow tables
+_AT_G = {"model": "model", "layer": "layer", "units": "units", "undefined (dead) units": "dead",
+         "mean SI": "mean SI", "median SI": "median SI", "mean SI, shuffled labels": "chance"}
+_AT_OUTPUT = {"model": "model", "layer": "layer",
+              "output: units with a negative class mean (%)": "neg. mean (%)",
+              "output: mean SI, shifted": "mean SI (shift)",
+              "output: mean SI, shifted, shuffled labels": "chance"}
+
+
+def selectivity_tables(table: pd.DataFrame, decimals: int = 2):
+    """selectivity_display split in two narrow tables with short column names (show each with
+    common.show_table): (units read at g(x): units, dead units, mean and median SI, chance =
+    the mean SI with labels shuffled), (the module's output after BN: % of units with a negative
+    class mean, mean shift index, its chance level). A column not computed is left out."""
+    shown = selectivity_display(table, decimals)
+    return tuple(shown[[c for c in names if c in shown]].rename(columns=names)
+                 for names in (_AT_G, _AT_OUTPUT))
+
+
 def plot_selectivity_by_depth(table, ax=None, title="Mean class selectivity per layer"):
     """Mean class selectivity index per activation layer against depth, one colour per model
     (``table``: selectivity_table): solid with the true labels, dotted with the labels

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..paper import NOT_AVAILABLE, paper_text
-from .common import Headline, mean_std_text, paper_number, summarize
+from .common import Headline, fmt_pct, fmt_pp, mean_std_text, paper_number, summarize
 from .plots import as_frame, new_axes, style_axes
 
 
@@ -61,6 +61,22 @@ def best_levels(table: pd.DataFrame, axis: str, group=("model",), value: str = "
             f"worst {axis}": worst[axis], "worst": worst[value],
             "spread": best[value] - worst[value], "levels": len(part)})
     return pd.DataFrame(rows)
+
+
+def best_display(best: pd.DataFrame, axis: str, axis_label: str, group=("model",),
+                 levels_label: str = "levels") -> pd.DataFrame:
+    """best_levels as a narrow page table (show it with common.show_table): the group columns
+    (act_fn shown as 'activation'), the best and worst level with their top-1 (%), the spread
+    (pp) and the number of levels (column ``levels_label``), with short column names and the
+    shared rounding."""
+    out = best[list(group)].rename(columns={"act_fn": "activation"})
+    out[f"best {axis_label}"] = [_level_text(v) for v in best[f"best {axis}"]]
+    out["best top-1 (%)"] = [fmt_pct(v) for v in best["best"]]
+    out[f"worst {axis_label}"] = [_level_text(v) for v in best[f"worst {axis}"]]
+    out["worst top-1 (%)"] = [fmt_pct(v) for v in best["worst"]]
+    out["spread (pp)"] = [fmt_pp(v) for v in best["spread"]]
+    out[levels_label] = best["levels"]
+    return out
 
 
 def _level_text(value) -> str:
