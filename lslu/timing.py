@@ -17,7 +17,8 @@ from typing import Callable
 import numpy as np
 from torch.utils import benchmark
 
-__all__ = ["round_robin", "interleaved", "summarize", "ratio_interval", "speed_verdict"]
+__all__ = ["round_robin", "interleaved", "summarize", "ratio_interval", "median_interval",
+           "speed_verdict"]
 
 
 def round_robin(fns: dict[str, Callable[[], object]], repeats: int,
@@ -73,6 +74,21 @@ def ratio_interval(numerator, denominator, confidence: float = 0.9, resamples: i
     lo, hi = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
     return {"ratio": float(np.median(a) / np.median(b)), "lo": float(lo), "hi": float(hi),
             "confidence": confidence, "rounds": int(a.size)}
+
+
+def median_interval(values, confidence: float = 0.9, resamples: int = 2000,
+                    seed: int = 0) -> dict:
+    """Median of ``values`` (e.g. per-round time ratios) with a ``confidence`` bootstrap interval.
+    Returns {"median", "lo", "hi", "confidence", "n"}."""
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 1 or v.size == 0:
+        raise ValueError(f"median_interval needs a non-empty 1-d series, got shape {v.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    boot = np.median(v[np.random.default_rng(seed).integers(0, v.size, (resamples, v.size))], 1)
+    lo, hi = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return {"median": float(np.median(v)), "lo": float(lo), "hi": float(hi),
+            "confidence": confidence, "n": int(v.size)}
 
 
 def speed_verdict(lo: float, hi: float, name: str = "LSLU", other: str = "series") -> str:

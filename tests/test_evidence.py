@@ -92,7 +92,8 @@ def test_the_landing_figure_is_saved_with_or_without_a_comparison(tmp_path):
     empty = evidence.save_landing_figure(None, tmp_path / "_static" / "evidence_top1.png")
     assert empty.is_file() and matplotlib.image.imread(empty).shape[:2] == (120, 640)
     # with one: the page's bar figure, as drawn
-    runs = [ResultsStore(COMMITTED).load(p.stem) for p in sorted((COMMITTED / "runs").glob("*.json"))]
+    runs = [ResultsStore(COMMITTED).load(p.stem)
+            for p in sorted((COMMITTED / "runs").glob("*.json"))]
     fig = cifar.plot_top1_bars(results_frame(runs))
     saved = evidence.save_landing_figure(fig, tmp_path / "bars.png")
     height, width = matplotlib.image.imread(saved).shape[:2]

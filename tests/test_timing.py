@@ -54,3 +54,10 @@ def test_summarize_reports_milliseconds_in_order():
     assert s["min_ms"] <= s["p10_ms"] <= s["median_ms"] <= s["p90_ms"] <= 10.0
     with pytest.raises(ValueError):
         timing.summarize([])
+
+
+def test_median_interval_brackets_the_median():
+    r = timing.median_interval([1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 1.02])
+    assert r["median"] == pytest.approx(1.0) and r["lo"] <= 1.0 <= r["hi"] < 1.1
+    with pytest.raises(ValueError, match="non-empty"):
+        timing.median_interval([])

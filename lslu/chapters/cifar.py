@@ -34,7 +34,8 @@ WITH_AND_WITHOUT = [None, "lslu"]
 REFERENCE_BEST_NOTE = (
     "ref. best top-1 is the number the reference code reports: the maximum test accuracy over "
     "its evaluation epochs (of 300: every 20th, then every one after 260), a choice made on the "
-    "test set, so it is optimistic; top-1 is the accuracy after the last epoch, which this book reports.")
+    "test set, so it is optimistic; top-1 is the accuracy after the last epoch, which this "
+    "book reports.")
 
 
 def with_and_without_lslu_configs(base: dict, models, seeds) -> list[TrainConfig]:
@@ -114,8 +115,9 @@ class LsluComparison:
         """Whether the runs used the reference recipe's pipeline (the `paper` profile) and stored
         the reference's "best" top-1: then display_table shows it beside the final top-1."""
         f = self.frame
-        return {"ref_best_top1", "pipeline"} <= set(f.columns) \
-            and bool((f["pipeline"] == "reference").any()) and bool(f["ref_best_top1"].notna().any())
+        return ({"ref_best_top1", "pipeline"} <= set(f.columns)
+                and bool((f["pipeline"] == "reference").any())
+                and bool(f["ref_best_top1"].notna().any()))
 
     def _reference_best_texts(self) -> list[str]:
         """Per row of ``table``: the reference's best top-1, mean ± std over seeds; 'n/a' when
