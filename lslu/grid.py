@@ -172,10 +172,11 @@ def train_profile(profile_name: str, results_dir=None, dry_run: bool = False,
     store = ResultsStore(results_dir)
     _check_writable(store)
     # the cheapest run first (the reproduction test retrains the cheapest stored run), then seed
-    # by seed over the arms, full-data runs first: a grid stopped early still holds balanced
-    # arms of the main comparison
+    # by seed over the arms, full-data runs first, the smaller (cheaper) model first: a grid
+    # stopped early still holds balanced arms of the main comparison
     todo = sorted((c for c in configs if not store.has_result(c.run_id)),
-                  key=lambda c: (c.limit is not None, c.dataset == "imagefolder", c.seed))
+                  key=lambda c: (c.limit is not None, c.dataset == "imagefolder", _cost_rank(c),
+                                 c.seed))
     if todo:
         cheapest = min(todo, key=_cost)
         todo.remove(cheapest)
@@ -219,3 +220,9 @@ def _cost(config: TrainConfig) -> int:
     from .data import train_set_size
     return config.epochs * train_set_size(config.dataset, config.data_dir, config.val_fraction,
                                           config.limit)
+
+
+def _cost_rank(config: TrainConfig) -> int:
+    """0 for the VanillaNet family (cheap on a CPU at 32 px), 1 for the others."""
+    from .models import VANILLANET_MODELS
+    return 0 if config.model in VANILLANET_MODELS else 1

@@ -403,8 +403,53 @@ class _ClampAffine(torch.autograd.Function):
         return grad_x, grad_pieces
 
 
+class _ClampAffineTraced(torch.autograd.Function):
+    """_ClampAffine as torch.compile should see it: same values, same gradients, and every
+    quantity of the backward a function of (grad, x) alone.
+
+    Saving u (the eager Function's choice: it is kept for the conv anyway) and writing the sums
+    into one buffer with out= make inductor keep separate loops over saved tensors.  Here only x
+    and P are saved; the backward recomputes y = a * x + b inside its loop, so inductor fuses the
+    masks, grad_x and the four sums into one or two passes over (grad, x), as for the series'
+    relu.  Ties route as in _ClampAffine (y == lo counts as "at lo"; y >= hi as "at hi").  Used
+    only while torch.compile traces (clamp_affine): the eager path keeps _ClampAffine.
+    """
+
+    @staticmethod
+    def forward(ctx, x, pieces):
+        px = pieces if pieces.dtype == x.dtype else pieces.to(x.dtype)
+        if pieces.dim() == 2:
+            px = px.view(4, -1, 1, 1)
+        a, b, lo, hi = px.unbind(0)
+        ctx.save_for_backward(x, px)
+        ctx.acc = torch.float64 if pieces.dtype == torch.float64 else torch.float32
+        ctx.per_channel = pieces.dim() == 2
+        return torch.addcmul(b, x, a).clamp(lo, hi)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, px = ctx.saved_tensors
+        a, b, lo, hi = px.unbind(0)
+        y = torch.addcmul(b, x, a)             # recomputed: the same rounding as the forward
+        low, below_hi = y <= lo, y < hi
+        inside_grad = torch.where(below_hi & ~low, grad, 0.0)      # lo < y < hi
+        grad_x = inside_grad * a if ctx.needs_input_grad[0] else None
+        grad_pieces = None
+        if ctx.needs_input_grad[1]:
+            acc = ctx.acc
+            dims = [0, 2, 3] if ctx.per_channel else [0, 1, 2, 3]
+            grad_pieces = torch.stack((
+                (inside_grad * x).sum(dims, dtype=acc),                   # a
+                inside_grad.sum(dims, dtype=acc),                         # b
+                torch.where(low, grad, 0.0).sum(dims, dtype=acc),         # lo (ties)
+                torch.where(below_hi | low, 0.0, grad).sum(dims, dtype=acc)))  # hi: y >= hi
+        return grad_x, grad_pieces
+
+
 def clamp_affine(x: torch.Tensor, pieces: torch.Tensor) -> torch.Tensor:
     """clamp(a * x + b, lo, hi) on an NCHW tensor, P from :func:`clamp_parameters`."""
+    if torch.compiler.is_compiling():
+        return _ClampAffineTraced.apply(x, pieces)  # what inductor fuses best; same values
     return _ClampAffine.apply(x, pieces)
 
 
