@@ -355,6 +355,12 @@ def clamp_parameters(theta: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
     return _ClampParameters.apply(theta, omega)
 
 
+def _pieces_for(x: torch.Tensor, pieces: torch.Tensor) -> torch.Tensor:
+    """P in x's dtype, shaped to broadcast against NCHW x: (4,) or (4, C, 1, 1)."""
+    px = pieces if pieces.dtype == x.dtype else pieces.to(x.dtype)
+    return px.view(4, -1, 1, 1) if pieces.dim() == 2 else px
+
+
 class _ClampAffine(torch.autograd.Function):
     """u = clamp(a * x + b, lo, hi) for x (N, C, H, W) and P (4,) or (4, C): one multiply-add
     and one clamp forward.  Backward reads the regions off u itself (u == lo exactly where
@@ -364,9 +370,7 @@ class _ClampAffine(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, pieces):
-        px = pieces if pieces.dtype == x.dtype else pieces.to(x.dtype)
-        if pieces.dim() == 2:
-            px = px.view(4, -1, 1, 1)
+        px = _pieces_for(x, pieces)
         a, b, lo, hi = px.unbind(0)
         u = torch.addcmul(b, x, a).clamp_(lo, hi)
         ctx.save_for_backward(x, px, u)
@@ -407,19 +411,18 @@ class _ClampAffineTraced(torch.autograd.Function):
     """_ClampAffine as torch.compile should see it: same values, same gradients, and every
     quantity of the backward a function of (grad, x) alone.
 
-    Saving u (the eager Function's choice: it is kept for the conv anyway) and writing the sums
-    into one buffer with out= make inductor keep separate loops over saved tensors.  Here only x
-    and P are saved; the backward recomputes y = a * x + b inside its loop, so inductor fuses the
-    masks, grad_x and the four sums into one or two passes over (grad, x), as for the series'
-    relu.  Ties route as in _ClampAffine (y == lo counts as "at lo"; y >= hi as "at hi").  Used
-    only while torch.compile traces (clamp_affine): the eager path keeps _ClampAffine.
+    _ClampAffine's backward (masks read off the saved u, a dot through as_strided, sums written
+    with out= into an empty buffer) is fine eagerly, but traced, inductor (CPU) runs it as three
+    passes over the activation plus a written-out masked gradient.  Here only x and P are saved,
+    the backward recomputes y = a * x + b and uses plain ops, and inductor runs it in two passes
+    (grad_x and two sums, then two sums).  Ties route as in _ClampAffine (y == lo counts as "at
+    lo", y >= hi as "at hi").  Used only while torch.compile traces (clamp_affine); eagerly
+    _ClampAffine runs, unchanged.
     """
 
     @staticmethod
     def forward(ctx, x, pieces):
-        px = pieces if pieces.dtype == x.dtype else pieces.to(x.dtype)
-        if pieces.dim() == 2:
-            px = px.view(4, -1, 1, 1)
+        px = _pieces_for(x, pieces)
         a, b, lo, hi = px.unbind(0)
         ctx.save_for_backward(x, px)
         ctx.acc = torch.float64 if pieces.dtype == torch.float64 else torch.float32
@@ -440,7 +443,11 @@ class _ClampAffineTraced(torch.autograd.Function):
             dims = [0, 2, 3] if ctx.per_channel else [0, 1, 2, 3]
             grad_pieces = torch.stack((
                 (inside_grad * x).sum(dims, dtype=acc),                   # a
-                inside_grad.sum(dims, dtype=acc),                         # b
+                # b: the values of inside_grad, written again on purpose (and in another form, so
+                # that common-subexpression elimination does not merge it back): a third reader of
+                # inside_grad makes inductor write it out and sum it in a loop of its own (three
+                # passes over the tensor instead of two)
+                torch.where(low | ~below_hi, 0.0, grad).sum(dims, dtype=acc),
                 torch.where(low, grad, 0.0).sum(dims, dtype=acc),         # lo (ties)
                 torch.where(below_hi | low, 0.0, grad).sum(dims, dtype=acc)))  # hi: y >= hi
         return grad_x, grad_pieces

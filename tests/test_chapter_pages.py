@@ -95,9 +95,6 @@ def test_summary_figures_fit_the_column():
     assert isinstance(fig, Figure) and fig.get_size_inches()[0] <= 7.5
     (bars,) = [c for c in fig.axes[0].containers if hasattr(c, "errorbar")]
     assert bars.errorbar is not None  # every gain drawn with its interval
-    frame = pd.DataFrame({"experiment": ["E1"], "quantity": ["LSLU gain"], "ours": [1.0],
-                          "unit": ["pp"]})
-    assert summary.plot_headline_gains(frame).get_size_inches()[0] <= 7.5
     wide = pd.DataFrame({"act_fn": [f"a{i}" for i in range(12)], "top1": range(12), "seed": 0})
     assert zoo.plot_seed_dots(wide, "act_fn", "top1").get_size_inches()[0] <= 7.5
 

@@ -518,6 +518,89 @@ def test_no_graph_breaks(per_channel):
     assert explanation.graph_count == 1
 
 
+def _compile_draws(per_channel, gen, count):
+    """(theta, omega, x, x_ends): the init case first, the named cases, random draws.  x has
+    exact zeros (relu's tie at init); x_ends also lands on the clamp form's ends lo and hi (up
+    to the rounding of (end - b) / a, so only the two clamp-form paths are compared on it)."""
+    base = [CASES["init"]] + [CASES[k] for k in CASES if k != "init"]
+    base += [(torch.randn(3, generator=gen, dtype=DOUBLE) * 1.5,
+              torch.randn(3, generator=gen, dtype=DOUBLE)) for _ in range(count)]
+    for theta, omega in base:
+        theta, omega = torch.as_tensor(theta, dtype=DOUBLE), torch.as_tensor(omega, dtype=DOUBLE)
+        if per_channel:
+            theta = torch.stack([theta, torch.randn(3, generator=gen, dtype=DOUBLE)], 1)
+            omega = torch.stack([omega, torch.randn(3, generator=gen, dtype=DOUBLE)], 1)
+        x = torch.randn(2, 2, 5, 5, generator=gen, dtype=DOUBLE) * 2
+        x[:, :, 0] = 0.0
+        a, b, lo, hi = clamp_parameters(theta, omega).detach().view(4, -1, 1)
+        x_ends = x.clone()
+        x_ends[:, :, 1, :2] = torch.where(a != 0, (lo - b) / a.where(a != 0, 1.0), 0.0)
+        x_ends[:, :, 1, 2:4] = torch.where((a != 0) & hi.isfinite(),
+                                           (hi - b) / a.where(a != 0, 1.0), 0.0)
+        yield theta, omega, x, x_ends
+
+
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per_layer", "per_channel"])
+def test_compiled_path_equals_eager_and_series(per_channel):
+    """Under torch.compile clamp_affine takes _ClampAffineTraced (plain ops, x saved): values
+    and gradients equal the eager tensor path and autograd through the series, ties included
+    (plain clamp would pass a tie y == lo to x: at init, x == 0 would get a gradient)."""
+    torch._dynamo.reset()
+    fn = lambda x, t, w: clamp_affine(x, clamp_parameters(t, w))  # noqa: E731
+    compiled = torch.compile(fn, backend="eager", fullgraph=True, dynamic=False)
+    gen = torch.Generator().manual_seed(13)
+    for theta, omega, x, x_ends in _compile_draws(per_channel, gen, 30):
+        g = torch.randn(x.shape, generator=gen, dtype=DOUBLE)
+        got = grads_of(compiled, x, theta, omega, g)
+        ref = grads_of(oracle_series, x, theta, omega, g)
+        # at a theta_i of exactly 0 the clamp form's gradient for it is taken at x = 0
+        # (documented in _ClampParameters); the compiled path must still equal the eager one
+        ref[2][theta == 0] = got[2][theta == 0]
+        for a, c, what in zip(got, ref, ["value", "x", "theta", "omega"]):
+            assert torch.allclose(a, c, atol=1e-10, rtol=1e-10), (what, theta, omega, a, c)
+        got = grads_of(compiled, x_ends, theta, omega, g)
+        eager = grads_of(fn, x_ends, theta, omega, g)
+        assert torch.equal(got[0], eager[0]), (theta, omega)   # the same ops forward
+        for a, b, what in zip(got, eager, ["value", "x", "theta", "omega"]):
+            assert torch.allclose(a, b, atol=1e-12, rtol=1e-12), (what, theta, omega, a, b)
+
+
+def test_compiled_path_is_compile_only_and_inductor_agrees(monkeypatch):
+    """The traced Function runs only while compiling (eager: _ClampAffine, unchanged), and
+    inductor's kernels for it give the eager values and gradients on a tiny input."""
+    theta = torch.ones(3, dtype=DOUBLE, requires_grad=True)
+    x = torch.randn(2, 4, 3, 3, dtype=DOUBLE)
+    eager_fn = clamp_affine(x, clamp_parameters(theta, torch.zeros(3, dtype=DOUBLE))).grad_fn
+    assert type(eager_fn).__name__ == "_ClampAffineBackward"
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+    torch._dynamo.reset()
+    torch.compile(lambda x, t: clamp_affine(x, clamp_parameters(t, t)), backend=capture)(x, theta)
+    traced = [str(n.meta.get("stack_trace", "")) for gm in graphs for n in gm.graph.nodes]
+    assert any("_ClampAffineTraced.apply" in t for t in traced)
+    monkeypatch.setattr(A, "_CPU_FAST_PATH", False)
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(5)
+    for per_channel in (False, True):
+        m = LSLU(4, 3, per_channel=per_channel)
+        random_params(m, gen)
+        eager, compiled = [], []
+        inductor = torch.compile(m.elementwise, backend="inductor", fullgraph=True)
+        for run, out in ((m.elementwise, eager), (inductor, compiled)):
+            xx = (torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(1)) * 2)
+            xx[0, :, 0] = 0.0
+            xx.requires_grad_()
+            m.zero_grad()
+            y = run(xx)
+            y.backward(torch.ones_like(y))
+            out += [y.detach(), xx.grad, m.theta.grad.clone(), m.omega.grad.clone()]
+        for a, b in zip(compiled, eager):
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-5), (per_channel, a, b)
+
+
 def test_every_activation_runs():
     for name in ACTIVATIONS:
         act = make_activation(name, 8, 2)

@@ -13,7 +13,7 @@ from ..results import ResultsStore
 from ..paper import NOT_AVAILABLE, paper_values
 from .common import (bootstrap_interval, fmt_interval, fmt_p, fmt_pp, show_table, verdict,
                      welch_test, wrap)
-from .plots import as_frame, new_axes, style_axes
+from .plots import new_axes, style_axes
 
 
 def configs(**params) -> list:
@@ -148,42 +148,6 @@ def experiments_without_headline(frame: pd.DataFrame, experiments=None) -> list[
     wanted = experiments or [f"E{i}" for i in range(1, 10)]
     have = set(frame["experiment"])
     return [e for e in wanted if e not in have]
-
-
-def plot_headline_gains(frame, paper_gain: float | None = None, ax=None,
-                        title="Gains reported by the chapters", wrap: int = 48,
-                        paper_setting: str = "VanillaNet, CIFAR-100"):
-    """Horizontal bars of every headline gain (rows of headline_frame with unit 'pp'
-    whose quantity names a gain, and a numeric value), labelled 'experiment: quantity' (wrapped
-    at ``wrap`` characters), with the paper's gain (measured on ``paper_setting``) as a dashed
-    line when given (lslu.paper: None when not available). No such rows: an empty panel that says
-    so."""
-    df = as_frame(frame)
-    if len(df):
-        numeric = pd.to_numeric(df["ours"], errors="coerce")
-        keep = (df["unit"] == "pp") & numeric.notna() & df["quantity"].str.contains("gain",
-                                                                                   case=False)
-        rows, values = df[keep], numeric[keep].to_numpy()
-    else:
-        rows, values = df, np.array([])
-    labels = [textwrap.fill(f"{e}: {q}", wrap) for e, q in zip(rows.get("experiment", []),
-                                                                rows.get("quantity", []))]
-    height = sum(0.22 * (label.count("\n") + 1) + 0.2 for label in labels)
-    fig, ax = new_axes(ax, figsize=(7.5, max(2.5, height + 1.5)))  # the page's width
-    if len(rows):
-        pos = np.arange(len(rows))[::-1]
-        ax.barh(pos, values, color=["C0" if v >= 0 else "C3" for v in values])
-        ax.set_yticks(pos, labels, fontsize="small")
-        ax.axvline(0, color="k", lw=0.8)
-    else:
-        ax.text(0.5, 0.5, "no chapter reported a gain in pp", ha="center", va="center",
-                transform=ax.transAxes)
-        ax.set_yticks([])
-    if paper_gain is not None:
-        ax.axvline(paper_gain, color="C1", ls="--", lw=1.5,
-                   label=f"paper: {paper_gain:+g} pp ({paper_setting})")
-    style_axes(ax, "gain (pp)", None, title)
-    return fig
 
 
 # --- One row per distinct comparison, with its interval and a verdict -------------------------
