@@ -26,7 +26,8 @@ from typing import Iterable
 
 import yaml
 
-from .profiles import _as_profile, available_profiles, find_notebooks, notebook_parameters
+from .profiles import (_as_profile, _check_profile_keys, available_profiles, find_notebooks,
+                       notebook_parameters)
 # public here too: notebooks/12_summary.ipynb, lslu.chapters.summary and the book's tests import
 # them as lslu.book.x (their home is lslu.profiles)
 from .profiles import (PROFILES_DIR, declared_parameters, find_profiles_dir,  # noqa: F401

@@ -2,8 +2,8 @@
 
 On a shared machine absolute times swing with background load, so the functions compared are
 called round-robin (one call each, in turn) and only their ratio, measured side by side, is
-reported. Each call is timed with ``torch.utils.benchmark.timer``, the clock that synchronises
-the accelerator before reading the time (CUDA work is asynchronous). Its ``Timer`` class does not
+reported. Each call is timed with ``_clock``: the GPU is synchronised before the time is read
+(CUDA work is asynchronous), as torch.utils.benchmark's timer does. Its ``Timer`` class does not
 fit: every ``timeit`` call first runs the statement twice untimed, which would break the turns.
 Spread: a ratio's interval comes from a bootstrap over the rounds, resampled in pairs (the calls
 of one round shared its load), and a verdict "faster"/"slower" is given only when that interval
@@ -12,10 +12,11 @@ excludes 1.
 from __future__ import annotations
 
 import numbers
+import time
 from typing import Callable
 
 import numpy as np
-from torch.utils import benchmark
+import torch
 
 __all__ = ["round_robin", "interleaved", "summarize", "ratio_interval", "median_interval",
            "speed_verdict"]
@@ -36,10 +37,19 @@ def round_robin(fns: dict[str, Callable[[], object]], repeats: int,
     times = {k: np.empty(repeats) for k in fns}
     for i in range(repeats):
         for k, fn in fns.items():
-            t0 = benchmark.timer()
+            t0 = _clock()
             fn()
-            times[k][i] = benchmark.timer() - t0
+            times[k][i] = _clock() - t0
     return times
+
+
+def _clock() -> float:
+    """perf_counter after the GPU has finished its queued work (what torch.utils.benchmark's timer
+    does; that module is not imported: it loads torch's C++ extension builder, which warns on
+    stderr on machines with a CUDA toolkit and no GPU, and every book page would show it)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def summarize(seconds) -> dict:

@@ -205,8 +205,8 @@ def test_zoo_summary_ranks_and_compares_with_the_reference():
     assert by.loc["lslu", "gain"] == pytest.approx(4.75)
     assert by.loc["relu", "gain"] == pytest.approx(-10.0)
     shown = zoo.zoo_display(summary, "series")
-    assert shown.loc[1, "activation"] == "lslu" and shown.loc[1, "top-1 (%)"] == "95.2 ± 0.4"
-    assert shown.loc[2, "Welch p"] == "reference"
+    assert shown.loc[1, "activation"] == "lslu" and shown.loc[1, "top-1 (%)"] == "95.25 ± 0.35"
+    assert shown.loc[2, "Welch p"] == "ref."
     rows = zoo.zoo_headlines(summary, "series", "vanillanet_5_x0_25", "digits", [0, 1])
     by_q = {r.quantity.split(",")[0]: r.ours for r in rows}
     assert by_q["zoo: rank of lslu"] == "1 of 3"

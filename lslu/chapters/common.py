@@ -163,9 +163,10 @@ def compare(frame: pd.DataFrame, group: list[str], column: str, baseline, value:
     return pd.DataFrame(rows)
 
 
-#: Characters per line of printed text: the book's text column shows about 90 before it clips a
-#: stream output (it does not wrap them), so longer sentences are wrapped before printing.
-TEXT_WIDTH = 88
+#: Characters per line of printed text: the book's text column (Chromium, 1280 px window) shows
+#: about 79 before a stream output overflows it (88 overflowed by 77 px), so longer sentences are
+#: wrapped before printing.
+TEXT_WIDTH = 76
 
 
 def wrap(text: str, width: int = TEXT_WIDTH) -> str:

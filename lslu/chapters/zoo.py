@@ -11,7 +11,8 @@ from scipy import stats
 from ..activations import ACTIVATIONS, check_activation
 from ..models import BASELINE_ACTIVATION, MODELS
 from ..train import TrainConfig
-from .common import Headline, base_from, compare, grid, significance_note, summarize, wrap
+from .common import (PP_DECIMALS, Headline, base_from, compare, fmt_interval, fmt_p, fmt_pp,
+                     grid, mean_std_text, significance_note, summarize, wrap)
 from .plots import as_frame, new_axes, style_axes
 
 
@@ -73,22 +74,21 @@ def zoo_summary(frame: pd.DataFrame, reference: str, alpha: float = 0.05) -> pd.
 
 
 def zoo_display(summary: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """zoo_summary for the page: top-1 'mean ± std' in % (1 decimal), gain in pp (1 decimal),
-    p-value (3 decimals), interval; 'reference' / 'n/a' where a test does not apply."""
-    na = lambda v, fmt: "n/a" if pd.isna(v) else fmt.format(v)  # noqa: E731
+    """zoo_summary for the page with the shared rounding (common: fmt_pp, fmt_p, fmt_interval,
+    mean_std_text): top-1 'mean ± std' in %, gain in pp, p-value, interval; 'ref.' for the
+    reference activation, 'n/a' where a test does not apply."""
     rows = []
     for rank, r in enumerate(summary.itertuples(index=False), start=1):
         ref = r.act_fn == reference
-        top1 = (f"{r.top1_mean:.1f}" if r.seeds < 2 or pd.isna(r.top1_std)
-                else f"{r.top1_mean:.1f} ± {r.top1_std:.1f}")
+        top1 = mean_std_text(r.top1_mean, r.top1_std, r.seeds, PP_DECIMALS)
+        # short headers: the table must fit the text column (the page's prose explains them)
         rows.append({
             "rank": rank, "activation": r.act_fn, "top-1 (%)": top1, "seeds": r.seeds,
-            "params": r.params, "MFLOPs / image": round(r.mflops, 1),
-            f"gain over {reference} (pp)": "reference" if ref else f"{r.gain:+.1f}",
-            "Welch p": "reference" if ref else na(r.p_value, "{:.3f}"),
-            "bootstrap 95% interval (pp)": "reference" if ref else (
-                "n/a" if pd.isna(r.ci_low) else f"[{r.ci_low:+.1f}, {r.ci_high:+.1f}]"),
-            "significant at 0.05": "reference" if ref else ("yes" if r.significant else "no"),
+            "params": r.params, "MFLOPs": round(r.mflops, 1),
+            "gain (pp)": "ref." if ref else fmt_pp(r.gain),
+            "Welch p": "ref." if ref else fmt_p(r.p_value),
+            "95% CI (pp)": "ref." if ref else fmt_interval(r.ci_low, r.ci_high),
+            "p < 0.05": "ref." if ref else ("yes" if r.significant else "no"),
         })
     return pd.DataFrame(rows).set_index("rank")
 
