@@ -11,9 +11,9 @@ therefore wraps its parameters cell in two small cells::
     <papermill's injected cell, when parameters are given>
     check_parameters()        # the cell after: ValueError on a name the parameters cell lacks
 
-The kernel keeps the source of every executed cell (IPython's ``In``), so the check reads the
-parameters cell's own assignments and those of the cells run after it: the list of parameters
-is written once, in the parameters cell. The checked values are kept for ``save_headline``,
+``start_parameters`` records the source of every cell executed after it (IPython's
+``pre_run_cell`` event), so the check reads the parameters cell's own assignments and those of the
+cells run after it: the list of parameters is written once, in the parameters cell. The checked values are kept for ``save_headline``,
 which files a chapter's headline numbers under the parameters that produced them.
 """
 from __future__ import annotations
@@ -25,14 +25,6 @@ import json
 __all__ = ["start_parameters", "check_parameters", "current_parameters", "assigned_names"]
 
 _state: dict = {}
-
-
-def _history() -> tuple[list[str], dict]:
-    from IPython import get_ipython  # only inside a kernel; the package itself needs no IPython
-    shell = get_ipython()
-    if shell is None:
-        raise RuntimeError("lslu.notebook checks run only inside a Jupyter/IPython kernel")
-    return shell.history_manager.input_hist_parsed, shell.user_ns
 
 
 def assigned_names(source: str) -> list[str]:
@@ -74,11 +66,39 @@ def _plain(value):
 
 
 def start_parameters() -> None:
-    """Mark the next executed cell as the parameters cell (call it in the cell just before)."""
-    history, _ = _history()
-    # During a cell's execution its own source is already the last entry of the history.
+    """Mark the next executed cell as the parameters cell (call it in the cell just before).
+
+    From here on every executed cell's source is recorded through IPython's ``pre_run_cell``
+    event: the kernel's history (``In``) is not enough, since nbval runs cells without storing
+    them there.
+    """
+    shell = _shell()
+    _stop_recording(shell)
     _state.clear()
-    _state["start"] = len(history)
+    cells: list[str] = []
+
+    def record(info) -> None:
+        cells.append(info.raw_cell)
+
+    shell.events.register("pre_run_cell", record)
+    _state.update(cells=cells, hook=record)
+
+
+def _shell():
+    from IPython import get_ipython  # only inside a kernel; the package itself needs no IPython
+    shell = get_ipython()
+    if shell is None:
+        raise RuntimeError("lslu.notebook checks run only inside a Jupyter/IPython kernel")
+    return shell
+
+
+def _stop_recording(shell) -> None:
+    hook = _state.pop("hook", None)
+    if hook is not None:
+        try:
+            shell.events.unregister("pre_run_cell", hook)
+        except ValueError:  # already gone (a kernel restart keeps no events)
+            pass
 
 
 def check_parameters() -> None:
@@ -88,12 +108,16 @@ def check_parameters() -> None:
     (with the nearest declared one) and what the notebook declares. The checked values are kept
     for ``current_parameters()`` (nothing is returned: the cell shows no output).
     """
-    history, namespace = _history()
-    start = _state.pop("start", None)
-    current = len(history) - 1
-    if start is None or start >= current:
+    shell = _shell()
+    namespace = shell.user_ns
+    cells = _state.pop("cells", None)
+    _stop_recording(shell)
+    # cells: the parameters cell, papermill's injected cell (if any), then this cell itself
+    if cells is None or len(cells) < 2:
         raise RuntimeError("check_parameters(): run the notebook's cells in order from the cell "
                            "that calls start_parameters() (just before the parameters cell)")
+    history, start = cells, 0
+    current = len(cells) - 1
     declared = assigned_names(history[start])
     if not declared:
         raise RuntimeError("check_parameters(): the cell run after start_parameters() declares "

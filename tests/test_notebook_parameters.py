@@ -76,10 +76,10 @@ def _cells_around_parameters(path: Path, parameters: dict) -> list[str]:
     return [c.source for c in nb.cells[i - 1:j + 1]]
 
 
-def _run(sources: list[str]):
+def _run(sources: list[str], store_history: bool = True):
     shell = InteractiveShell.instance()
     for source in sources:
-        outcome = shell.run_cell(source, store_history=True)
+        outcome = shell.run_cell(source, store_history=store_history)
         if outcome.error_before_exec or outcome.error_in_exec:
             return outcome.error_before_exec or outcome.error_in_exec
     return None
@@ -102,3 +102,13 @@ def test_check_needs_the_cells_in_order():
     assert _run(["lnb = __import__('lslu.notebook').notebook\nlnb.check_parameters()"]) is None
     error = _run(["lnb.check_parameters()"])  # a second check without start_parameters()
     assert isinstance(error, RuntimeError) and "in order" in str(error)
+
+
+def test_check_works_when_cells_are_not_kept_in_the_history():
+    """nbval executes cells without storing them in IPython's history (In)."""
+    path = sorted(NOTEBOOKS.glob("*.ipynb"))[0]
+    error = _run(_cells_around_parameters(path, {"profile": "fast", "no_such_parameter": 1}),
+                 store_history=False)
+    assert isinstance(error, ValueError) and "['no_such_parameter']" in str(error)
+    assert _run(_cells_around_parameters(path, {"profile": "fast"}), store_history=False) is None
+    assert lnotebook.current_parameters()["parameters"]["profile"] == "fast"
