@@ -256,8 +256,11 @@ def test_dropout_line_says_which_placement_and_rate_ran():
 
 
 def test_run_header_says_which_data_pipeline_ran():
-    ours = common.run_header("smoke", [fake_result()])
-    assert "data pipeline: ours (train: crop with padding" in ours
+    ours = " ".join(common.run_header("smoke", [fake_result()]).split())
+    assert "data pipeline: ours (train: random crop with stored size / 8 padding" in ours
+    flips_only = " ".join(common.run_header("smoke", [with_config(fake_result(),
+                                                                  crop_padding=0)]).split())
+    assert "data pipeline: ours (train: no random crop, flips" in flips_only
     big = " ".join(common.run_header("paper", [with_config(
         fake_result(), pipeline="reference", input_size=224)]).split())
     assert "data pipeline: reference (train: RandomResizedCrop(224, scale 0.08-1, bicubic)" in big

@@ -213,8 +213,11 @@ def pipeline_text(config: dict) -> str:
     pipeline, size = config.get("pipeline", "ours"), config["input_size"]
     flips = "flips" if config.get("flip", True) else "no flips"
     if pipeline == "ours":
-        return (f"ours (train: crop with padding at the stored size, {flips}; eval: the full "
-                f"image; resized to {size} px; the dataset's mean/std)")
+        padding = config.get("crop_padding")
+        crop = ("no random crop" if padding == 0 else "random crop with "
+                + ("stored size / 8" if padding is None else f"{padding} px") + " padding")
+        return (f"ours (train: {crop}, {flips}; eval: the full image; resized to {size} px; "
+                f"the dataset's mean/std)")
     if pipeline != "reference":
         raise ValueError(f"unknown pipeline {pipeline!r}; valid: ours, reference")
     if size > 32:  # the reference's transforms for large inputs
