@@ -39,9 +39,6 @@ from .datasets import (DATASETS, FASHION_MNIST_CLASSES, ImageDataset, _seed_from
                        check_dataset_args, default_data_dir, fashion_mnist_files, load_dataset,
                        stored_size, train_set_size)
 from .exports import export_digits_imagefolder, export_fashion_mnist_imagefolder, imagefolder_digest
-# private helpers lslu/chapters/task_specific.py reaches as lslu.data._x (it lists an image folder
-# and splits it as load_dataset does); it may import them from lslu.datasets instead
-from .datasets import _scan_imagefolder, _stratified_split  # noqa: F401
 
 __all__ = ["DATASETS", "ImageDataset", "check_dataset_args", "load_dataset", "default_data_dir",
            "stored_size", "train_set_size", "FASHION_MNIST_CLASSES", "fashion_mnist_files",

@@ -45,8 +45,10 @@ def test_committed_runs_are_asked_for_and_valid(asked, stored):
         text = (COMMITTED / "runs" / f"{run_id}.json").read_text()
         assert "NaN" not in text and "Infinity" not in text
         assert result.config["dataset"] in ("fashion_mnist", "imagefolder")
-        # no path of the machine that trained it
-        assert str(Path.home()) not in text and "/root/" not in text and "/home/" not in text
+        # no path of the machine that trained it: a data folder is stored home-relative
+        data_dir = result.config.get("data_dir")
+        assert data_dir is None or data_dir.startswith("~"), data_dir
+        assert str(Path.home()) not in text
 
 
 def test_cheapest_committed_run_is_reproduced_exactly(asked, stored, tmp_path):

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from .. import data as lslu_data
+from ..datasets import _scan_imagefolder, _stratified_split
 from ..train import TrainConfig
 from .cifar import with_and_without_lslu_configs
 from .common import TRAIN_PARAMETERS, base_config
@@ -21,10 +22,10 @@ def imagefolder_counts(folder, val_fraction: float = 0.2, seed: int = 0) -> pd.D
     """Images per class of an image folder as the trainer splits it: folder/train and folder/val
     when both exist, else a stratified split keeping ``val_fraction`` of each class (the same
     split as ``load_dataset("imagefolder", ..., seed=seed)``). Columns class, train, val, total."""
-    classes, train_files, val_files = lslu_data._scan_imagefolder(folder)
+    classes, train_files, val_files = _scan_imagefolder(folder)
     if val_files is None:
         labels = np.array([y for _, y in train_files])
-        train_idx, val_idx = lslu_data._stratified_split(labels, val_fraction, seed, "imagefolder")
+        train_idx, val_idx = _stratified_split(labels, val_fraction, seed, "imagefolder")
         train_labels, val_labels = labels[train_idx], labels[val_idx]
     else:
         train_labels = np.array([y for _, y in train_files])
@@ -41,7 +42,7 @@ def imagefolder_samples(folder, per_class: int = 6, seed: int = 0, max_classes: 
     """Class name -> up to ``per_class`` images (uint8 arrays, as stored on disk, RGB) drawn with
     ``seed`` from each class of the image folder (its train/ part when it has one); at most
     ``max_classes`` classes, the first ones in sorted order."""
-    classes, train_files, _ = lslu_data._scan_imagefolder(folder)
+    classes, train_files, _ = _scan_imagefolder(folder)
     rng = np.random.default_rng(seed)
     samples = {}
     for label, name in enumerate(classes[:max_classes]):
