@@ -66,13 +66,17 @@ def _parser() -> argparse.ArgumentParser:
                     help="results store (default: $LSLU_RESULTS_DIR or ~/.cache/lslu/results)")
     gr.add_argument("--dry-run", action="store_true",
                     help="list what would be trained, train nothing")
+    gr.add_argument("--shard", default=None, metavar="K/N",
+                    help="train only shard K of N (0 <= K < N), a fixed split of the runs by run "
+                         "id: N processes (GPUs, cores) can share one store without overlap")
     return parser
 
 
 def _grid(args) -> int:
-    from .grid import train_profile
+    from .grid import parse_shard, train_profile
     try:
-        train_profile(args.profile, results_dir=args.results_dir, dry_run=args.dry_run)
+        train_profile(args.profile, results_dir=args.results_dir, dry_run=args.dry_run,
+                      shard=parse_shard(args.shard))
     except (ValueError, OSError, RuntimeError, FloatingPointError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

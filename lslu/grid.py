@@ -152,14 +152,35 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """"K/N" -> (K, N), checked; None -> None (all runs)."""
+    if text is None:
+        return None
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must be K/N with integers, e.g. 0/2; got {text!r}") from None
+    if not 0 <= k < n:
+        raise ValueError(f"--shard K/N needs 0 <= K < N; got {text!r}")
+    return k, n
+
+
+def in_shard(run_id: str, shard: tuple[int, int] | None) -> bool:
+    """Whether a run belongs to shard (K, N): a fixed split by run id (a hex digest), so that the
+    split does not depend on what is stored yet and N processes never train the same run."""
+    return shard is None or int(run_id, 16) % shard[1] == shard[0]
+
+
 def train_profile(profile_name: str, results_dir=None, dry_run: bool = False,
-                  registry: Registry | None = None) -> list:
+                  registry: Registry | None = None,
+                  shard: tuple[int, int] | None = None) -> list:
     """Train every run of ``profile_name`` that the store lacks, in chapter order (the with/without
     LSLU comparison first), with one progress bar and an ETA over the whole grid on stderr.
 
     Resumable: finished runs are skipped and an interrupted run continues from its checkpoint,
     so the command can be stopped at any time and started again.  Every config is validated
-    before the first run starts.  Returns the RunResults trained or loaded.
+    before the first run starts.  ``shard=(K, N)`` trains only the runs of shard K (see
+    :func:`in_shard`).  Returns the RunResults trained.
     """
     import sys
     import time
@@ -174,15 +195,18 @@ def train_profile(profile_name: str, results_dir=None, dry_run: bool = False,
     # the cheapest run first (the reproduction test retrains the cheapest stored run), then seed
     # by seed over the arms, full-data runs first, the smaller (cheaper) model first: a grid
     # stopped early still holds balanced arms of the main comparison
-    todo = sorted((c for c in configs if not store.has_result(c.run_id)),
+    todo = sorted((c for c in configs
+                   if not store.has_result(c.run_id) and in_shard(c.run_id, shard)),
                   key=lambda c: (c.limit is not None, c.dataset == "imagefolder", _cost_rank(c),
                                  c.seed))
     if todo:
         cheapest = min(todo, key=_cost)
         todo.remove(cheapest)
         todo.insert(0, cheapest)
-    print(f"profile {profile_name}: {len(configs)} runs, {len(configs) - len(todo)} stored, "
-          f"{len(todo)} to train (store: {store.root})", file=sys.stderr, flush=True)
+    stored = sum(store.has_result(c.run_id) for c in configs)
+    part = "" if shard is None else f" in shard {shard[0]}/{shard[1]}"
+    print(f"profile {profile_name}: {len(configs)} runs, {stored} stored, "
+          f"{len(todo)} to train{part} (store: {store.root})", file=sys.stderr, flush=True)
     if dry_run:
         for c in todo:
             print(f"  {c.run_id}  {_label(c)}", file=sys.stderr)

@@ -177,3 +177,20 @@ def test_store_summary_and_cli(tiny_run, monkeypatch, capsys):
     assert printed["runs"] == 1 and len(printed["missing"]) == 2 and len(printed["arms"]) == 2
     assert main(["results", "--profile", "nope", "--results-dir", str(store)]) == 2
     assert "unknown profile 'nope'" in capsys.readouterr().err
+
+
+def test_grid_shards_split_the_runs_without_overlap(tmp_path, capsys):
+    asked = [TrainConfig(**TINY, seed=s) for s in range(12)]
+    registry = {"02_cifar10": lambda **params: asked}
+    listed = []
+    for k in range(3):
+        grid.train_profile("smoke", results_dir=tmp_path, dry_run=True, registry=registry,
+                           shard=(k, 3))
+        listed.append({line.split()[0] for line in capsys.readouterr().err.splitlines()
+                       if line.startswith("  ")})
+    assert set().union(*listed) == {c.run_id for c in asked}
+    assert sum(map(len, listed)) == len(asked) and all(listed)  # a partition, no shard empty here
+    assert grid.parse_shard("1/3") == (1, 3) and grid.parse_shard(None) is None
+    for bad in ("3/3", "1", "a/b", "-1/2"):
+        with pytest.raises(ValueError, match="--shard"):
+            grid.parse_shard(bad)
