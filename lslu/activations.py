@@ -264,8 +264,9 @@ def _share_pieces_pre_hook(model: nn.Module, args) -> None:
             omega = torch.cat([m.omega for m in layers], 1)
             pieces = _ClampParameters.apply(theta, omega).split([m.channels for m in layers], 1)
         else:
-            theta = torch.stack([m.theta for m in layers], 1)
-            omega = torch.stack([m.omega for m in layers], 1)
+            # stacked layer by layer, seen as (n, L): see _ClampParameters.backward
+            theta = torch.stack([m.theta for m in layers]).t()
+            omega = torch.stack([m.omega for m in layers]).t()
             pieces = _ClampParameters.apply(theta, omega).unbind(1)
         for m, p in zip(layers, pieces):
             m._shared_pieces = p

@@ -341,8 +341,12 @@ class _ClampParameters(torch.autograd.Function):
                 g = g * t
         grads = torch.stack(grads[::-1])            # (n, 4, *rest): gradient at each step's output
         # rows at +inf (or NaN) carry no gradient: their 0 * inf must count as 0
-        grad_theta = (grads * torch.nan_to_num(rows, nan=0.0, posinf=0.0)).sum(1)
-        grad_omega = grads[:, 1:].sum(1)
+        # written in theta's memory layout: share_clamp_parameters passes a transposed stack of
+        # the layers' parameters, and each layer's slice of a gradient laid out like that is
+        # contiguous, which autograd then keeps as the layer's .grad without a copy
+        grad_theta = torch.sum(grads * torch.nan_to_num(rows, nan=0.0, posinf=0.0), 1,
+                               out=torch.empty_like(theta))
+        grad_omega = torch.sum(grads[:, 1:], 1, out=torch.empty_like(theta))  # omega: same layout
         return grad_theta, grad_omega
 
 
@@ -361,12 +365,23 @@ def _pieces_for(x: torch.Tensor, pieces: torch.Tensor) -> torch.Tensor:
     return px.view(4, -1, 1, 1) if pieces.dim() == 2 else px
 
 
+def _rows_like(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """An uninitialised (rows, *t.shape) tensor whose every row has t's memory layout (NCHW or
+    channels_last), so that elementwise ops with out= a row write it in one pass."""
+    order = sorted(range(t.dim()), key=lambda d: -t.stride(d))   # outermost dimension first
+    base = t.new_empty((rows,) + tuple(t.shape[d] for d in order))
+    return base.permute([0] + [1 + order.index(d) for d in range(t.dim())])
+
+
 class _ClampAffine(torch.autograd.Function):
     """u = clamp(a * x + b, lo, hi) for x (N, C, H, W) and P (4,) or (4, C): one multiply-add
-    and one clamp forward.  Backward reads the regions off u itself (u == lo exactly where
-    y <= lo, u < hi exactly where y < hi; u is kept anyway, as the input of the depthwise conv)
-    and needs two compares, grad_x and four sums (per channel for the per-channel form),
-    accumulated in fp32 (fp64)."""
+    and one clamp forward.  Backward reads the regions off u itself (u < hi exactly where
+    y < hi, u <= lo exactly where y <= lo; u is kept anyway, as the input of the depthwise conv)
+    and takes nine kernels: two compares, four selections and a product written as the four rows
+    of one buffer, one sum of the buffer (per channel for the per-channel form, accumulated in
+    fp32, fp64 for fp64), and grad_x.  A tie lo == hi (a constant g) counts as "at hi": the
+    gradients of theta and omega through clamp_parameters are the same either way (both ends
+    are then the same row of the recurrence)."""
 
     @staticmethod
     def forward(ctx, x, pieces):
@@ -382,28 +397,22 @@ class _ClampAffine(torch.autograd.Function):
     def backward(ctx, grad):
         x, px, u = ctx.saved_tensors
         a, _, lo, hi = px.unbind(0)
-        low, below_hi = u <= lo, u < hi
         # a cached zero: torch.where with a Python 0 (or grad * mask) costs an extra kernel
         zero = _zero(grad)
-        inside_grad = torch.where(below_hi > low, grad, zero)      # lo < y < hi
-        grad_x = inside_grad * a if ctx.needs_input_grad[0] else None
+        below_hi, at_lo = u < hi, u <= lo
+        # rows: the gradients of a, b, lo and hi before summation (b's row is grad inside)
+        rows = _rows_like(grad, 4)
+        row_a, row_b, row_lo, row_hi = rows.unbind(0)
+        torch.where(below_hi, zero, grad, out=row_hi)                   # y >= hi (and ties)
+        torch.where(below_hi, grad, zero, out=row_b)                    # y < hi
+        torch.where(at_lo, row_b, zero, out=row_lo)                     # y <= lo < hi
+        torch.where(at_lo, zero, row_b, out=row_b)                      # lo < y < hi
+        grad_x = row_b * a if ctx.needs_input_grad[0] else None
         grad_pieces = None
         if ctx.needs_input_grad[1]:
-            acc = ctx.acc
-            dims = (0, 2, 3) if ctx.per_channel else (0, 1, 2, 3)
-            # the four sums are written into one buffer (no stack: one kernel fewer per layer)
-            grad_pieces = torch.empty((4,) + px.shape[1:2], dtype=acc, device=x.device)
-            out = grad_pieces.unbind(0)
-            if not ctx.per_channel and inside_grad.dtype == acc and x.dtype == acc \
-                    and _same_dense_layout(inside_grad, x):
-                flat = (x.numel(),), (1,)                                        # a: one pass
-                torch.dot(inside_grad.as_strided(*flat), x.as_strided(*flat), out=out[0])
-            else:
-                torch.sum(inside_grad * x, dims, dtype=acc, out=out[0])           # a
-            torch.sum(inside_grad, dims, dtype=acc, out=out[1])                  # b
-            torch.sum(torch.where(low, grad, zero), dims, dtype=acc, out=out[2])  # lo (ties)
-            torch.sum(torch.where(below_hi | low, zero, grad), dims, dtype=acc,
-                      out=out[3])                                                # hi: y >= hi
+            torch.mul(row_b, x, out=row_a)
+            dims = (1, 3, 4) if ctx.per_channel else (1, 2, 3, 4)
+            grad_pieces = torch.sum(rows, dims, dtype=ctx.acc)
         return grad_x, grad_pieces
 
 
@@ -415,9 +424,9 @@ class _ClampAffineTraced(torch.autograd.Function):
     with out= into an empty buffer) is fine eagerly, but traced, inductor (CPU) runs it as three
     passes over the activation plus a written-out masked gradient.  Here only x and P are saved,
     the backward recomputes y = a * x + b and uses plain ops, and inductor runs it in two passes
-    (grad_x and two sums, then two sums).  Ties route as in _ClampAffine (y == lo counts as "at
-    lo", y >= hi as "at hi").  Used only while torch.compile traces (clamp_affine); eagerly
-    _ClampAffine runs, unchanged.
+    (grad_x and two sums, then two sums).  Regions as in _ClampAffine (read off the recomputed
+    u: u == lo < hi is "at lo", u == hi "at hi", the tie lo == hi included).  Used only while
+    torch.compile traces (clamp_affine); eagerly _ClampAffine runs, unchanged.
     """
 
     @staticmethod
@@ -433,8 +442,9 @@ class _ClampAffineTraced(torch.autograd.Function):
     def backward(ctx, grad):
         x, px = ctx.saved_tensors
         a, b, lo, hi = px.unbind(0)
-        y = torch.addcmul(b, x, a)             # recomputed: the same rounding as the forward
-        low, below_hi = y <= lo, y < hi
+        # recomputed: the same rounding as the forward; regions read off u as in _ClampAffine
+        u = torch.addcmul(b, x, a).clamp(lo, hi)
+        low, below_hi = u <= lo, u < hi
         inside_grad = torch.where(below_hi & ~low, grad, 0.0)      # lo < y < hi
         grad_x = inside_grad * a if ctx.needs_input_grad[0] else None
         grad_pieces = None
@@ -448,8 +458,8 @@ class _ClampAffineTraced(torch.autograd.Function):
                 # inside_grad makes inductor write it out and sum it in a loop of its own (three
                 # passes over the tensor instead of two)
                 torch.where(low | ~below_hi, 0.0, grad).sum(dims, dtype=acc),
-                torch.where(low, grad, 0.0).sum(dims, dtype=acc),         # lo (ties)
-                torch.where(below_hi | low, 0.0, grad).sum(dims, dtype=acc)))  # hi: y >= hi
+                torch.where(low & below_hi, grad, 0.0).sum(dims, dtype=acc),  # lo: u == lo < hi
+                torch.where(below_hi, 0.0, grad).sum(dims, dtype=acc)))   # hi: u == hi
         return grad_x, grad_pieces
 
 
