@@ -8,10 +8,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
-import types
 import typing
 
+import torch.distributed as dist
+
+from .grid import format_summary, parse_shard, store_summary, train_profile
 from .train import TrainConfig, train
 
 
@@ -73,7 +76,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _grid(args) -> int:
-    from .grid import parse_shard, train_profile
     try:
         train_profile(args.profile, results_dir=args.results_dir, dry_run=args.dry_run,
                       shard=parse_shard(args.shard))
@@ -84,7 +86,6 @@ def _grid(args) -> int:
 
 
 def _results(args) -> int:
-    from .grid import format_summary, store_summary
     try:
         summary = store_summary(args.profile, results_dir=args.results_dir)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
@@ -117,10 +118,8 @@ def main(argv=None) -> int:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     finally:
-        import torch.distributed as dist
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
-    import os
     if int(os.environ.get("RANK", "0")) == 0:
         # strict JSON: train() stores and returns no NaN/Infinity, and this would refuse one
         print(json.dumps({"run_id": result.run_id, "cached": result.cached, **result.final},

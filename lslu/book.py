@@ -24,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
+import nbformat
+import torch
 import yaml
 
 from .profiles import (_as_profile, _check_profile_keys, available_profiles, find_notebooks,
@@ -32,6 +34,7 @@ from .profiles import (_as_profile, _check_profile_keys, available_profiles, fin
 # them as lslu.book.x (their home is lslu.profiles)
 from .profiles import (PROFILES_DIR, declared_parameters, find_profiles_dir,  # noqa: F401
                        load_profile, profile_values)
+from .results import default_results_dir
 
 __all__ = ["toc_files", "PROFILES_DIR", "find_profiles_dir", "available_profiles", "load_profile",
            "profile_values", "notebook_parameters", "find_notebooks", "execute", "baselines",
@@ -69,6 +72,7 @@ def toc_files(root: str | os.PathLike) -> list[str]:
 # ------------------------------------------------------------------------------- notebooks
 def check_kernel(kernel_name: str = KERNEL_NAME) -> None:
     """Raise ``RuntimeError`` with instructions if the Jupyter kernel is not installed."""
+    # imported here: only execution needs Jupyter's kernel machinery
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
     try:
         KernelSpecManager().get_kernel_spec(kernel_name)
@@ -80,7 +84,6 @@ def check_kernel(kernel_name: str = KERNEL_NAME) -> None:
 
 
 def _has_inline_magic(notebook_path: Path) -> bool:
-    import nbformat
     nb = nbformat.read(str(notebook_path), as_version=4)
     return any(c.cell_type == "code" and any(line.strip() == "%matplotlib inline"
                                              for line in c.source.splitlines())
@@ -120,17 +123,11 @@ def hardware_description() -> dict:
     info = {"machine": platform.machine(), "processor": platform.processor() or None,
             "system": platform.system(), "python": platform.python_version(),
             "cpu_count": os.cpu_count(), "cpu_model": _cpu_model()}
-    try:
-        import torch
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            info["cuda_device"] = torch.cuda.get_device_name(0)
-            info["cuda_device_count"] = torch.cuda.device_count()
-        else:
-            info["cuda_device"] = None
-    except ImportError:  # pragma: no cover - torch is a hard requirement of the project
-        info["torch"] = None
+    info["torch"] = torch.__version__
+    info["torch_threads"] = torch.get_num_threads()
+    info["cuda_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        info["cuda_device_count"] = torch.cuda.device_count()
     return info
 
 
@@ -153,7 +150,6 @@ def _add_profile_note(out_path: Path, prof: dict, seconds: float, hw: dict) -> N
     It goes right after papermill's ``injected-parameters`` cell (or after the first cell, which
     holds the page title, if nothing was injected).
     """
-    import nbformat
     nb = nbformat.read(str(out_path), as_version=4)
     pos = 1 if nb.cells else 0
     for i, c in enumerate(nb.cells):
@@ -238,7 +234,7 @@ def _kernel_stderr(lines: list[str]):
 
 
 def _run_one(src: Path, dst: Path, parameters: dict | None, cwd: Path) -> float:
-    import papermill
+    import papermill  # imported here: a second to import, and only executing needs it
     t0 = time.perf_counter()
     kernel_log: list[str] = []
     try:
@@ -339,7 +335,6 @@ def execute(profile: str | dict, only: Iterable[str] | None = None,
 
 def _stored_runs() -> set[str]:
     """Run ids with a finished result in the store the kernels use (new ones were trained)."""
-    from .results import default_results_dir
     return {p.stem for p in (default_results_dir() / "runs").glob("*.json")}
 
 
@@ -349,7 +344,6 @@ def _plural(n: int, word: str) -> str:
 
 def _strip_run_metadata(path: Path) -> None:
     """Drop papermill's per-run timestamps so re-generated baselines diff cleanly."""
-    import nbformat
     nb = nbformat.read(str(path), as_version=4)
     nb.metadata.pop("papermill", None)
     for c in nb.cells:

@@ -34,6 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from timm.data import Mixup
+from timm.data.auto_augment import rand_augment_transform as timm_rand_augment
+from timm.data.random_erasing import RandomErasing
 
 from .datasets import (DATASETS, FASHION_MNIST_CLASSES, ImageDataset, _seed_from,
                        check_dataset_args, default_data_dir, fashion_mnist_files, load_dataset,
@@ -59,7 +62,6 @@ def rand_augment_transform(spec, size, mean):
     """timm's RandAugment for ``spec`` (e.g. "rand-m7-mstd0.5-inc1") on size x size images, set
     up as timm's create_transform does: translations relative to the image, fill with the mean.
     A spec timm cannot parse is a ValueError naming it."""
-    from timm.data.auto_augment import rand_augment_transform as timm_rand_augment
     hparams = dict(translate_const=int(size * 0.45), interpolation=Image.BICUBIC,
                    img_mean=tuple(min(255, round(255 * m)) for m in mean))
     if not isinstance(spec, str) or not spec.startswith("rand"):
@@ -246,7 +248,6 @@ class DeviceLoader:
                 rand_augment, input_size if self.resized_crops else size, mean)
         self.random_erasing = None
         if train and random_erasing > 0:
-            from timm.data.random_erasing import RandomErasing
             self.random_erasing = RandomErasing(random_erasing, mode="pixel", device=device)
 
         self.samples_per_rank = math.ceil(len(labels) / world_size)
@@ -411,6 +412,5 @@ def make_mixup(mixup, cutmix, smoothing, num_classes):
     Mixup needs an even batch size: keep drop_last=True with an even batch_size."""
     if mixup <= 0 and cutmix <= 0:
         return None
-    from timm.data import Mixup
     return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=1.0, switch_prob=0.5, mode="batch",
                  label_smoothing=smoothing, num_classes=num_classes)

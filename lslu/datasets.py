@@ -9,10 +9,13 @@ any work. Batches are made by lslu.data's DeviceLoader; image-folder exports are
 from __future__ import annotations
 
 import functools
+import gzip
 import math
 import numbers
 import os
 import subprocess
+import tarfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -262,8 +265,6 @@ def _load_cifar(name, root, download):
             raise RuntimeError(f"{name}: the archive {archive} is corrupt (its md5 is not "
                                f"{cls.tgz_md5}); delete it and {help_}")
         download = True
-    import tarfile
-    import zlib
     try:
         splits = [cls(root=root, train=train, download=download) for train in (True, False)]
     except (tarfile.TarError, EOFError, zlib.error) as e:  # the archive cannot be unpacked
@@ -285,6 +286,7 @@ def _load_cifar(name, root, download):
 
 
 def _stratified_split(labels, val_fraction, seed, what):
+    # imported here (as below): scikit-learn costs a second to import; CIFAR with its own test set needs none
     from sklearn.model_selection import train_test_split
     try:
         train_idx, val_idx = train_test_split(np.arange(len(labels)), test_size=val_fraction,
@@ -441,7 +443,6 @@ def _fashion_missing(data_dir) -> str:
 
 def _read_idx(path: str, dims: int, count: int) -> np.ndarray:
     """An IDX file of unsigned bytes (magic 0x0000080<dims>) as a (count, ...) uint8 array."""
-    import gzip
     try:
         with open(path, "rb") as f:
             gzipped = f.read(2) == b"\x1f\x8b"

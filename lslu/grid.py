@@ -12,17 +12,24 @@ its entry for that notebook). Chapters share runs: a config asked for twice is l
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Callable, Mapping
 
+import nbformat
 import numpy as np
+from tqdm import tqdm
 
+from .data import train_set_size
+from .models import VANILLANET_MODELS
+from .notebook import _defaults
 from .profiles import load_profile, notebook_parameters
 from .results import ResultsStore
-from .train import TrainConfig
+from .train import TrainConfig, _check_writable, train
 
 __all__ = ["default_registry", "notebook_defaults", "chapter_parameters", "profile_configs",
-           "store_summary", "format_summary", "train_profile"]
+           "store_summary", "format_summary", "train_profile", "parse_shard", "in_shard"]
 
 Registry = Mapping[str, Callable[..., list]]
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -37,8 +44,6 @@ def default_registry() -> dict:
 
 def notebook_defaults(notebook_path) -> dict:
     """The literal values assigned in the notebook's cell tagged ``parameters``."""
-    import nbformat
-    from .notebook import _defaults
     nb = nbformat.read(str(notebook_path), as_version=4)
     cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
@@ -182,13 +187,6 @@ def train_profile(profile_name: str, results_dir=None, dry_run: bool = False,
     before the first run starts.  ``shard=(K, N)`` trains only the runs of shard K (see
     :func:`in_shard`).  Returns the RunResults trained.
     """
-    import sys
-    import time
-
-    from tqdm import tqdm
-
-    from .train import _check_writable, train
-
     configs = profile_configs(profile_name, registry)
     store = ResultsStore(results_dir)
     _check_writable(store)
@@ -241,12 +239,10 @@ def _label(config: TrainConfig) -> str:
 
 def _cost(config: TrainConfig) -> int:
     """Image-epochs a run trains (its training-set size from the data module, without loading)."""
-    from .data import train_set_size
     return config.epochs * train_set_size(config.dataset, config.data_dir, config.val_fraction,
                                           config.limit)
 
 
 def _cost_rank(config: TrainConfig) -> int:
     """0 for the VanillaNet family (cheap on a CPU at 32 px), 1 for the others."""
-    from .models import VANILLANET_MODELS
     return 0 if config.model in VANILLANET_MODELS else 1

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .activations import check_activation, make_activation, share_clamp_parameters, _fold_bn
+from .activations import LSLU, _fold_bn, check_activation, make_activation, share_clamp_parameters
 
 __all__ = ["MODELS", "VANILLANET_MODELS", "RESNET_MODELS", "DROPOUT_PLACEMENTS", "build_model",
            "check_input_size", "VanillaNet", "ResNet18", "no_weight_decay_parameters",
@@ -327,7 +327,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def lslu_layers(model: nn.Module) -> dict:
     """Name -> LSLU module, in forward order."""
-    from .activations import LSLU
     return {name: m for name, m in model.named_modules() if isinstance(m, LSLU)}
 
 

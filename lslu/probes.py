@@ -146,6 +146,7 @@ def compute_probes(model: nn.Module, loader, classes, amp_dtype=None, control_se
             h.remove()
         model.train(was_training)
 
+    # imported here: scikit-learn costs a second, and lslu.train (which imports this) rarely needs it
     from sklearn.metrics import confusion_matrix
     matrix = confusion_matrix(labels, torch.cat(predicted).numpy(),
                               labels=np.arange(num_classes))

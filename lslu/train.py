@@ -9,17 +9,25 @@ torch.compile; under torchrun it trains with DistributedDataParallel.
 from __future__ import annotations
 
 import copy
+import errno
+import json
 import math
 import os
 import random
 import sys
+import tempfile
 import time
 from typing import Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import Lamb
+from timm.utils import ModelEmaV3
+from tqdm import tqdm
 
 from . import data as data_lib
 # TrainConfig and the end-of-run records live in their own modules; re-exported here because
@@ -50,7 +58,6 @@ def _lambda_at(epoch: int, decay_epochs: int) -> float:
 def _make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device):
     groups = param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "lamb":
-        from timm.optim import Lamb
         return Lamb(groups, lr=cfg.lr, eps=cfg.lamb_eps)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")
@@ -58,7 +65,6 @@ def _make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device):
 
 
 def _make_loss(cfg: TrainConfig, mixing: bool) -> nn.Module:
-    from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
     if cfg.bce:  # with mixing, smoothing is already in the soft targets
         return BinaryCrossEntropy(smoothing=0.0 if mixing else cfg.smoothing)
     if mixing:
@@ -181,7 +187,6 @@ def train(config: TrainConfig, results_dir=None, force: bool = False,
 
     device = resolve_device(config.device)
     if world_size > 1:
-        import torch.distributed as dist
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
@@ -231,7 +236,6 @@ def train(config: TrainConfig, results_dir=None, force: bool = False,
     optimizer = _make_optimizer(config, model, device)
     ema = None
     if config.ema_decay > 0:
-        from timm.utils import ModelEmaV3
         ema = ModelEmaV3(model, decay=config.ema_decay)
 
     raw_model = model
@@ -263,7 +267,6 @@ def train(config: TrainConfig, results_dir=None, force: bool = False,
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     bar = None
     if progress and rank == 0:
-        from tqdm import tqdm
         label = f"{config.model}/{config.resolved_activation} n={config.act_num} seed={config.seed}"
         bar = tqdm(total=config.epochs, initial=start_epoch, desc=label, leave=False,
                    file=sys.stderr, dynamic_ncols=True)
@@ -361,8 +364,6 @@ def train(config: TrainConfig, results_dir=None, force: bool = False,
 def _check_writable(store: ResultsStore) -> None:
     """OSError (one line, naming the folder) unless the store's folders can be created and take
     a file: a read-only folder, a file where a folder should be, a full disk."""
-    import errno
-    import tempfile
     for folder in (store.result_path("x").parent, store.checkpoint_path("x").parent,
                    store.model_path("x").parent):
         try:
@@ -403,7 +404,6 @@ def _check_diverged(name, value, epoch, num_classes, run_id, ckpt_path) -> None:
 
 def _check_finite_json(obj, run_id) -> None:
     """A stored result is strict JSON: a NaN or infinity anywhere is an error, not a file."""
-    import json
     try:
         json.dumps(obj, allow_nan=False)
     except ValueError as err:
@@ -444,7 +444,6 @@ def run_grid(configs: list[TrainConfig], results_dir=None, force: bool = False,
     results = []
     bar = None
     if progress:
-        from tqdm import tqdm
         bar = tqdm(total=len(configs), desc="runs", file=sys.stderr, dynamic_ncols=True)
     for cfg in configs:
         results.append(train(cfg, results_dir=results_dir, force=force, progress=progress))
