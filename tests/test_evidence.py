@@ -102,3 +102,38 @@ def test_the_landing_figure_is_saved_with_or_without_a_comparison(tmp_path):
     assert (width, height) == tuple(round(100 * v) for v in fig.get_size_inches())
     with pytest.raises(ValueError, match="matplotlib Figure or None"):
         evidence.save_landing_figure("bars", tmp_path / "x.png")
+
+
+def test_evidence_summary_states_both_arms_the_gain_and_what_is_missing(tmp_path):
+    from lslu.chapters import evidence
+    stored, missing = evidence.stored_runs(PROFILE, COMMITTED)
+    lines = evidence.summary_lines(PROFILE, COMMITTED)
+    assert lines[0].startswith(f"Evidence profile {PROFILE} (fashion_mnist, ")
+    assert f"{len(stored)} runs of {len(stored) + len(missing)} stored" in lines[0]
+    assert lines[-1] == evidence.NOT_COVERED
+    for model in dict.fromkeys([c.model for c in missing] + [r.config["model"] for r in stored]):
+        top1 = {act: [100 * r.final["val_acc"] for r in stored
+                      if (r.config["model"], r.config["activation"]) == (model, act)]
+                for act in (None, "lslu")}
+        (line,) = [x for x in lines if x.startswith(f"{model}: ")]
+        if min(map(len, top1.values())) >= 2:
+            assert f"LSLU {sum(top1['lslu']) / len(top1['lslu']):.2f}% top-1" in line
+            assert "Welch p = " in line and "95% interval" in line
+            assert f"seeds: {len(top1[None])} without, {len(top1['lslu'])} with LSLU" in line
+        else:
+            assert "not compared yet" in line
+    # the landing page's Markdown list holds the same sentences
+    saved = evidence.save_landing_summary(lines, tmp_path / "_static" / "summary.md").read_text()
+    items = [" ".join(item.split()) for item in saved.split("\n- ")]
+    assert items[0].startswith("- ") and [items[0][2:]] + items[1:] == lines
+
+    # a store with one seed per arm compares nothing yet, and says so for every model
+    one_each = {}
+    for r in stored:
+        one_each.setdefault((r.config["model"], r.config["activation"]), r.run_id)
+    (tmp_path / "store" / "runs").mkdir(parents=True)
+    for run_id in one_each.values():
+        (tmp_path / "store" / "runs" / f"{run_id}.json").write_bytes(
+            (COMMITTED / "runs" / f"{run_id}.json").read_bytes())
+    partial = evidence.summary_lines(PROFILE, tmp_path / "store")
+    assert all("not compared yet" in x for x in partial[1:-1]) and len(partial) >= 4

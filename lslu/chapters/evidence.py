@@ -4,6 +4,7 @@ the profile asks for that are not stored yet are listed as missing, and a model 
 once both of its arms have at least two stored seeds."""
 from __future__ import annotations
 
+import textwrap
 from collections import Counter
 from pathlib import Path
 
@@ -18,9 +19,15 @@ from .common import plural
 #: the chapter whose runs the page shows: with vs without LSLU (E1; E2 and E4, E7, E8 share them)
 COMPARISON_CHAPTER = "02_cifar10"
 
-#: Where the page saves its top-1 figure for the landing page (book/intro.md shows it), relative
-#: to notebooks/, where the book runs its notebooks. Written at every build (.gitignore'd).
+#: Where the page saves its top-1 figure and its summary for the landing page (book/intro.md
+#: shows both), relative to notebooks/, where the book runs its notebooks. Written at every
+#: build (.gitignore'd).
 LANDING_FIGURE = "../book/_static/evidence_top1.png"
+LANDING_SUMMARY = "../book/_static/evidence_summary.md"
+
+#: what no profile that fits a CPU covers, said wherever the evidence is summarised
+NOT_COVERED = ("It does not cover the paper's setting: CIFAR-10/100 (the paper's +3.17% is on "
+               "CIFAR-100), 224 px inputs, 300 epochs of the reference recipe.")
 
 
 def stored_runs(profile: str, results_dir, stem: str = COMPARISON_CHAPTER):
@@ -72,6 +79,54 @@ def save_landing_figure(fig: Figure | None, path=LANDING_FIGURE) -> Path:
         fig.text(0.5, 0.5, "no comparison yet: no model has two stored seeds in both arms",
                  ha="center", va="center", fontsize="large")
     fig.savefig(path, dpi=100)
+    return path
+
+
+def budget_text(results) -> str:
+    """The data and budget of stored runs, in words: dataset, training images, epochs, seeds."""
+    if not results:
+        return "no runs stored"
+    configs = [r.config for r in results]
+    datasets = ", ".join(sorted({c["dataset"] for c in configs}))
+    limits = sorted({c.get("limit") or 0 for c in configs})
+    images = ("all training images" if limits == [0] else
+              " / ".join("all" if n == 0 else f"{n:,}" for n in limits) + " training images")
+    epochs = "/".join(str(e) for e in sorted({c["epochs"] for c in configs}))
+    sizes = "/".join(str(s) for s in sorted({c["input_size"] for c in configs}))
+    return f"{datasets}, {images} at {sizes} px, {epochs} epochs, official test set"
+
+
+def summary_lines(profile: str, results_dir) -> list[str]:
+    """What the committed evidence says so far, one sentence per line (the landing page and the
+    summary chapter print it): the budget, then per model its two arms, the gain with its 95%
+    interval and Welch p-value, or how many seeds are still missing, then what it does not
+    cover."""
+    stored, missing = stored_runs(profile, results_dir)
+    runs = comparable(stored)
+    e1 = cifar.with_and_without_lslu(runs) if runs else None
+    lines = [f"Evidence profile {profile} ({budget_text(stored)}): {status_line(stored, missing)}."]
+    seeds = Counter((r.config["model"], r.config["activation"]) for r in stored)
+    asked = Counter((c.model, c.activation) for c in missing) + seeds
+    compared = [] if e1 is None else list(e1.gains["model"])
+    if e1 is not None:  # summary_lines: one line per row of gains, in its order
+        lines += [" ".join(line.split()) + f"; seeds: {seeds[(model, None)]} without, "
+                  f"{seeds[(model, 'lslu')]} with LSLU." for model, line
+                  in zip(compared, e1.summary_lines())]
+    for model in dict.fromkeys(m for m, _ in asked):
+        if model not in compared:
+            have = min(seeds[(model, None)], seeds[(model, "lslu")])
+            lines.append(f"{model}: not compared yet ({have} of "
+                         f"{min(asked[(model, None)], asked[(model, 'lslu')])} seeds stored in "
+                         f"both arms; two are needed).")
+    return lines + [NOT_COVERED]
+
+
+def save_landing_summary(lines: list[str], path=LANDING_SUMMARY) -> Path:
+    """Write ``lines`` (summary_lines) as a Markdown list for the landing page; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(textwrap.fill(line, 96, initial_indent="- ", subsequent_indent="  ")
+                            + "\n" for line in lines), encoding="utf-8")
     return path
 
 
