@@ -6,15 +6,25 @@ A profile is ``<profiles dir>/<name>.yaml`` (``--profiles-dir``, else ``$LSLU_PR
     description: one line shown on result pages
     defaults:            # offered to every notebook that declares a parameter of that name
       dataset: digits
+      extra: {batch_size: 128}   # TrainConfig fields without a notebook parameter of their own
     notebooks:           # per-notebook overrides, keyed by notebook stem
-      02_cifar10: {epochs: 5}
+      02_cifar10: {epochs: 5, extra: {lr: 0.001}}
 
 Each notebook receives, through papermill, only the parameters that its ``parameters`` cell
 declares: the profile's defaults, overridden by its own entry under ``notebooks``, and always
 ``profile`` (the profile's name) when it declares one; a profile key that no notebook would
-receive is an error before anything runs.  ``python -m lslu.book baselines`` passes no
-parameters, so the notebooks run with their own defaults (the smoke profile); that regenerates
-the outputs that ``pytest --nbval`` compares against.
+receive is an error before anything runs.
+
+``extra`` holds every training setting that is not a notebook parameter of its own (any
+TrainConfig field, lslu/config.py), and a profile holds only what it changes. It is merged key
+by key: an entry's ``extra`` adds to and overrides ``defaults: extra``, so each setting is written
+once (above, 02_cifar10 gets ``{batch_size: 128, lr: 0.001}``). The merged dict replaces the
+notebook's own ``extra`` as a whole: a profile that gives ``extra`` lists every field it wants
+away from TrainConfig's defaults (e.g. the notebooks' ``decay_epochs: 3``).
+
+``python -m lslu.book baselines`` passes no parameters, so the notebooks run with their own
+defaults (the smoke profile); that regenerates the outputs that ``pytest --nbval`` compares
+against.
 """
 from __future__ import annotations
 
@@ -94,6 +104,11 @@ def load_profile(name: str, profiles_dir: str | os.PathLike | None = None,
     if not isinstance(notebooks, dict) or not all(isinstance(v, dict) or v is None
                                                   for v in notebooks.values()):
         raise ValueError(f"{path.name}: 'notebooks' must map notebook stems to mappings")
+    for where, values in [("defaults", defaults)] + [(f"notebooks: {k}", v or {})
+                                                     for k, v in notebooks.items()]:
+        if not isinstance(values.get("extra") or {}, dict):
+            raise ValueError(f"{path.name}: '{where}: extra' must be a mapping of TrainConfig "
+                             f"fields, got {values['extra']!r}")
     prof = {"name": name, "description": description.strip(), "defaults": dict(defaults),
             "notebooks": {str(k): dict(v or {}) for k, v in notebooks.items()},
             "path": str(path)}
@@ -133,11 +148,16 @@ def _as_profile(profile: str | dict, notebooks_dir: str | os.PathLike | None = N
 
 def profile_values(profile: dict, stem: str, declared: Iterable[str]) -> dict:
     """What a loaded ``profile`` gives the notebook ``stem`` declaring ``declared``: its
-    ``defaults`` overridden by ``notebooks[stem]``, restricted to the declared names, and
-    ``profile`` (the profile's name) when declared. Used to run a notebook and, in the summary,
-    to recognise the headlines a notebook saved when it ran with this profile."""
+    ``defaults`` overridden by ``notebooks[stem]`` (``extra`` merged key by key), restricted to
+    the declared names, and ``profile`` (the profile's name) when declared. Used to run a
+    notebook and, in the summary, to recognise the headlines a notebook saved when it ran with
+    this profile."""
     declared = set(declared)
-    merged = {**profile.get("defaults", {}), **(profile.get("notebooks", {}).get(stem) or {})}
+    defaults = profile.get("defaults", {})
+    own = profile.get("notebooks", {}).get(stem) or {}
+    merged = {**defaults, **own}
+    if "extra" in defaults and "extra" in own:  # per key: a profile writes a setting once
+        merged["extra"] = {**(defaults["extra"] or {}), **(own["extra"] or {})}
     values = {k: v for k, v in merged.items() if k in declared}
     if "profile" in declared and profile.get("name") is not None:
         values["profile"] = profile["name"]
@@ -153,10 +173,11 @@ def declared_parameters(notebook_path: str | os.PathLike) -> dict:
 def notebook_parameters(profile: str | dict, notebook_path: str | os.PathLike) -> dict:
     """Parameters to pass to one notebook under ``profile`` (a name or a loaded profile).
 
-    The profile's ``defaults`` overridden by ``notebooks[<stem>]``, restricted to the names the
-    notebook declares; ``profile`` is always set to the profile's name if declared.  A
-    per-notebook override for a name the notebook does not declare is a mistake in the profile
-    and raises ``ValueError`` (a default that a notebook does not declare is simply not passed).
+    The profile's ``defaults`` overridden by ``notebooks[<stem>]`` (``extra`` merged key by key:
+    profile_values), restricted to the names the notebook declares; ``profile`` is always set to
+    the profile's name if declared.  A per-notebook override for a name the notebook does not
+    declare is a mistake in the profile and raises ``ValueError`` (a default that a notebook does
+    not declare is simply not passed).
     """
     prof = _as_profile(profile)
     path = Path(notebook_path)

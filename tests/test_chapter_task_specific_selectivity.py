@@ -58,6 +58,16 @@ def test_digits_export_is_reused(digits_folder, monkeypatch):
     assert before == after
 
 
+def test_the_image_folder_is_the_data_whatever_extra_says(digits_folder):
+    # a profile's extra reaches every chapter: its dataset and data_dir are not this chapter's
+    configs = task_specific.configs(image_folder=digits_folder, models=["vanillanet_5_x0_25"],
+                                    seeds=[0], epochs=1, extra={"dataset": "cifar10",
+                                                                "data_dir": "/elsewhere",
+                                                                "batch_size": 32})
+    assert {(c.dataset, c.data_dir, c.batch_size) for c in configs} == {
+        ("imagefolder", digits_folder, 32)}
+
+
 def test_digits_export_trains_through_the_imagefolder_loader(digits_folder):
     ds = data.load_dataset("imagefolder", data_dir=digits_folder, input_size=16)
     assert ds.num_classes == 10 and ds.classes == [str(d) for d in range(10)]

@@ -49,8 +49,10 @@ def test_a_chapter_rejects_a_bad_setting_before_any_run():
     params = chapter_parameters(load_profile("smoke"), "04_num_activations")
     with pytest.raises(ValueError, match="act_nums"):
         CHAPTERS["04_num_activations"].configs(**(params | {"act_nums": []}))
-    with pytest.raises(ValueError, match="lr"):
-        CHAPTERS["02_cifar10"].configs(**(params | {"lr": -1.0}))
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        CHAPTERS["02_cifar10"].configs(**(params | {"extra": {"lr": -1.0}}))
+    with pytest.raises(ValueError, match="give TrainConfig fields through extra"):
+        CHAPTERS["02_cifar10"].configs(**(params | {"lr": 1e-3}))  # not dropped silently
 
 
 def test_the_training_core_never_imports_the_chapters():

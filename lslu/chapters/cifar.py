@@ -239,8 +239,8 @@ def _paper_cell(experiment: str, model: str, quantity: str, setting: str | None 
 
 def configs(*, models, seeds, **settings) -> list[TrainConfig]:
     """The runs of chapters 02, 03 and 08: with_and_without_lslu_configs over the notebook's
-    ``models`` and ``seeds``; ``settings``: the other notebook parameters (TRAIN_PARAMETERS and
-    ``extra``; the rest is ignored)."""
+    ``models`` and ``seeds``; ``settings``: the other notebook parameters (common.base_from:
+    ``dataset``, ``epochs`` and ``extra`` enter the runs, the rest is ignored)."""
     return with_and_without_lslu_configs(base_from(settings), models, seeds)
 
 

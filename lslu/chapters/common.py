@@ -23,10 +23,9 @@ from ..results import ResultsStore, RunResult
 from ..paper import NOT_AVAILABLE, SCHEMA, paper_value
 from ..train import TrainConfig
 
-#: The notebook parameters that are TrainConfig fields shared by every run of a chapter (the rest
-#: of a chapter's settings comes through the ``extra`` dict).
-TRAIN_PARAMETERS = ("dataset", "data_dir", "input_size", "epochs", "batch_size", "optimizer", "lr",
-                    "weight_decay", "warmup_epochs", "decay_epochs", "device")
+#: The notebook parameters that are TrainConfig fields shared by every run of a chapter; every
+#: other training setting (batch_size, lr, device, ...) comes through the ``extra`` dict.
+TRAIN_PARAMETERS = ("dataset", "epochs", "decay_epochs")
 
 
 # The paper's model that each of our models stands for, to look up its values in
@@ -72,7 +71,13 @@ def base_config(**fields) -> dict:
 
 def base_from(params: dict) -> dict:
     """base_config of the notebook parameters in TRAIN_PARAMETERS plus ``extra``; the other
-    parameters (profile, results_dir, a chapter's own settings) do not enter a TrainConfig."""
+    parameters (profile, results_dir, a chapter's own settings) do not enter a TrainConfig.
+    Another TrainConfig field given beside ``extra`` (``lr=...``) is a ValueError: it would be
+    dropped without a word."""
+    misplaced = sorted(set(params) & set(TrainConfig.__dataclass_fields__) - set(TRAIN_PARAMETERS))
+    if misplaced:
+        raise ValueError(f"{', '.join(misplaced)}: not a notebook parameter; give TrainConfig "
+                         f"fields through extra, e.g. extra={{{misplaced[0]!r}: ...}}")
     return base_config(**{k: params[k] for k in TRAIN_PARAMETERS if k in params},
                        extra=params.get("extra"))
 

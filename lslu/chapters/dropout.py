@@ -13,7 +13,8 @@ from .common import base_from, check_sweep_levels, grid
 def configs(*, models, drop_rates, seeds, with_baseline=False, **settings) -> list[TrainConfig]:
     """The runs of chapter 06: every model with LSLU (and, ``with_baseline``, with its baseline
     activation) at every dropout rate, for every seed. ``settings``: the other notebook
-    parameters (TRAIN_PARAMETERS and ``extra``; the rest is ignored)."""
+    parameters (common.base_from: ``dataset``, ``epochs`` and ``extra`` enter the runs, the rest
+    is ignored)."""
     drop_rates = [float(r) for r in check_sweep_levels("drop_rates", drop_rates)]
     models = check_sweep_levels("models", models)
     seeds = check_sweep_levels("seeds", seeds)

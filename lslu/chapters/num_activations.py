@@ -8,7 +8,8 @@ from .common import base_from, check_sweep_levels, grid
 
 def configs(*, models, act_nums, seeds, **settings) -> list[TrainConfig]:
     """The runs of chapter 04: every model with LSLU at every n of ``act_nums``, for every seed.
-    ``settings``: the other notebook parameters (TRAIN_PARAMETERS and ``extra``)."""
+    ``settings``: the other notebook parameters (``dataset``, ``epochs``, ``extra``:
+    common.base_from)."""
     act_nums = check_sweep_levels("act_nums", act_nums)
     models = check_sweep_levels("models", models)
     seeds = check_sweep_levels("seeds", seeds)

@@ -227,5 +227,6 @@ def plot_selectivity_by_depth(table, ax=None, title="Mean class selectivity per 
 
 def configs(*, model, seeds, **settings) -> list[TrainConfig]:
     """The runs of chapter 09: ``model`` with its baseline activation and with LSLU, for every
-    seed; ``settings``: the other notebook parameters (TRAIN_PARAMETERS and ``extra``)."""
+    seed; ``settings``: the other notebook parameters (``dataset``, ``epochs``, ``extra``:
+    common.base_from)."""
     return with_and_without_lslu_configs(base_from(settings), [model], seeds)

@@ -14,7 +14,7 @@ from .. import data as lslu_data
 from ..datasets import _scan_imagefolder, _stratified_split
 from ..train import TrainConfig
 from .cifar import with_and_without_lslu_configs
-from .common import TRAIN_PARAMETERS, base_config
+from .common import base_from
 from .plots import new_axes
 
 
@@ -152,9 +152,10 @@ def image_folder_source(image_folder) -> tuple[str, str, dict]:
 def configs(*, image_folder, models, seeds, extra=None, **settings) -> list[TrainConfig]:
     """The runs of chapter 07: every model with its baseline activation and with LSLU on the image
     folder (image_folder_source), for every seed; ``settings``: the other notebook parameters
-    (TRAIN_PARAMETERS; ``extra`` overrides what the data needs)."""
+    (``epochs``; ``extra`` overrides what the data needs, but not the data itself)."""
     folder, _, needs = image_folder_source(image_folder)
-    settings = {k: v for k, v in settings.items() if k in TRAIN_PARAMETERS}
-    base = base_config(**(settings | {"dataset": "imagefolder", "data_dir": folder}),
-                       extra=needs | dict(extra or {}))
+    # the folder wins over a dataset or data_dir in extra: a profile's extra reaches every
+    # chapter, and its data folder (for CIFAR, say) is not this chapter's data
+    data = {"dataset": "imagefolder", "data_dir": folder}
+    base = base_from(settings | {"extra": needs | dict(extra or {}) | data})
     return with_and_without_lslu_configs(base, models, seeds)

@@ -389,8 +389,8 @@ def configs(*, model, compare_models, seeds, epochs, trend_tolerance=TREND_TOLER
             stable_epochs=TREND_STABLE_EPOCHS, **settings) -> list[TrainConfig]:
     """The runs of chapter 05, in this order: ``model`` with LSLU (learnable θ, ω), the same with
     θ, ω frozen, and every model of ``compare_models`` with LSLU; each for every seed (split the
-    results with split_runs). ``settings``: the other notebook parameters (TRAIN_PARAMETERS and
-    ``extra``)."""
+    results with split_runs). ``settings``: the other notebook parameters (``dataset``,
+    ``extra``: common.base_from)."""
     seeds = check_sweep_levels("seeds", seeds)
     compare_models = check_sweep_levels("compare_models", compare_models, minimum_length=0)
     if model in compare_models:

@@ -183,5 +183,6 @@ def plot_seed_dots(df, x: str, y: str, seed: str = "seed", order=None, ax=None, 
 def configs(*, model, activations, zoo_seeds, reference_activation,
             **settings) -> list[TrainConfig]:
     """The runs of chapter 11: zoo_configs over the notebook's parameters; ``settings``: the other
-    notebook parameters (TRAIN_PARAMETERS and ``extra``; the rest is ignored)."""
+    notebook parameters (common.base_from: ``dataset``, ``epochs`` and ``extra`` enter the runs,
+    the rest is ignored)."""
     return zoo_configs(base_from(settings), model, activations, zoo_seeds, reference_activation)
