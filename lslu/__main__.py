@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("results", help="what the results store holds of a profile's runs",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     rs.add_argument("--profile", required=True, help="profile name (profiles/<name>.yaml)")
+    rs.add_argument("--complete", action="store_true",
+                    help="print nothing but check: exit 1, with one line, if any run the profile "
+                         "asks for is not stored (make book does this for committed results)")
     rs.add_argument("--json", action="store_true",
                     help="one JSON object: runs, asked, missing, other_stored, arms")
     rs.add_argument("--results-dir", default=None,
@@ -91,6 +94,14 @@ def _results(args) -> int:
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.complete:
+        if summary["missing"]:
+            print(f"error: {len(summary['missing'])} of the {summary['asked']} runs of profile "
+                  f"{args.profile} are not stored in {summary['results_dir']}; train them with "
+                  f"`python -m lslu grid --profile {args.profile} --results-dir "
+                  f"{summary['results_dir']}`", file=sys.stderr)
+            return 1
+        return 0
     print(json.dumps(summary, indent=1, allow_nan=False) if args.json else format_summary(summary))
     return 0
 

@@ -177,6 +177,14 @@ def test_store_summary_and_cli(tiny_run, monkeypatch, capsys):
     assert printed["runs"] == 1 and len(printed["missing"]) == 2 and len(printed["arms"]) == 2
     assert main(["results", "--profile", "nope", "--results-dir", str(store)]) == 2
     assert "unknown profile 'nope'" in capsys.readouterr().err
+    # --complete (what make book checks before rendering committed runs): one line, exit 1
+    assert main(["results", "--profile", "smoke", "--results-dir", str(store), "--complete"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: 2 of the 3 runs of profile smoke are not stored") and \
+        err.count("\n") == 1
+    monkeypatch.setattr(grid, "default_registry", lambda: {"02_cifar10": lambda **p: asked[:1]})
+    assert main(["results", "--profile", "smoke", "--results-dir", str(store), "--complete"]) == 0
+    assert capsys.readouterr() == ("", "")
 
 
 def test_grid_shards_split_the_runs_without_overlap(tmp_path, capsys):
