@@ -190,6 +190,10 @@ def test_paper_gain_comparability_and_dataset_note():
     assert any(d.startswith("input_size: 32 vs 224") for d in diffs)
     assert "stands in" in common.dataset_note("digits", "cifar10", "E1")
     assert "stands in" not in common.dataset_note("cifar10", "cifar10", "E1")
+    # a real benchmark in CIFAR's place says what its numbers are, and that they are not the paper's
+    real = " ".join(common.dataset_note("fashion_mnist", "cifar100", "E2").split())
+    assert "a real benchmark that stands in" in real and "not the paper's quantity" in real
+    assert "code path works" not in real
     assert "cifar10, cifar100 or imagefolder; this page runs on cifar100." in \
         " ".join(common.dataset_note("cifar100", ["cifar10", "cifar100", "imagefolder"],
                                      "E7").split())  # wrapped to the page: compare the words
