@@ -166,7 +166,7 @@ def profile_values(profile: dict, stem: str, declared: Iterable[str]) -> dict:
 
 def declared_parameters(notebook_path: str | os.PathLike) -> dict:
     """The parameters declared in the notebook's ``parameters`` cell (papermill's inspection)."""
-    import papermill
+    import papermill  # imported here: a second to import, and only this inspection needs it
     return dict(papermill.inspect_notebook(str(notebook_path)))
 
 
