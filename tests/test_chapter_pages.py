@@ -13,6 +13,8 @@ from lslu.chapters import common, plots, summary, zoo
 def test_one_rounding_rule_for_accuracies_gains_p_values_and_counts():
     assert common.fmt_pct(96.7) == "96.70"
     assert common.fmt_pp(-0.2849) == "-0.28" and common.fmt_pp(1.105) in ("+1.10", "+1.11")
+    assert common.fmt_pp(-0.001) == "0.00" == common.fmt_pp(0.004)  # no '-0.00'
+    assert common.fmt_pp(-0.005001) == "-0.01"
     assert common.fmt_pp(float("nan")) == "n/a" and common.fmt_pct(None) == "n/a"
     assert common.fmt_p(0.012345) == "0.0123" and common.fmt_p(0.5) == "0.500"
     assert common.fmt_p(1.0) == "1.00" and common.fmt_p(3.2e-7) == "3.20e-07"

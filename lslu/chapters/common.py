@@ -307,8 +307,10 @@ def fmt_pct(value) -> str:
 
 
 def fmt_pp(value) -> str:
-    """A gain in percentage points, signed: '+1.11', '-0.28' ('n/a' when missing)."""
-    return na(value, f"{{:+.{PP_DECIMALS}f}}")
+    """A gain in percentage points, signed: '+1.11', '-0.28'; '0.00' when it rounds to zero
+    (never '-0.00'); 'n/a' when missing."""
+    text = na(value, f"{{:+.{PP_DECIMALS}f}}")
+    return text[1:] if text.lstrip("+-") == f"{0:.{PP_DECIMALS}f}" else text
 
 
 def fmt_p(value) -> str:
