@@ -193,17 +193,17 @@ def train_profile(profile_name: str, results_dir=None, dry_run: bool = False,
     # the cheapest run first (the reproduction test retrains the cheapest stored run), then seed
     # by seed over the arms, full-data runs first, the smaller (cheaper) model first: a grid
     # stopped early still holds balanced arms of the main comparison
+    stored = {c.run_id for c in configs if store.has_result(c.run_id)}
     todo = sorted((c for c in configs
-                   if not store.has_result(c.run_id) and in_shard(c.run_id, shard)),
+                   if c.run_id not in stored and in_shard(c.run_id, shard)),
                   key=lambda c: (c.limit is not None, c.dataset == "imagefolder", _cost_rank(c),
                                  c.seed))
     if todo:
         cheapest = min(todo, key=_cost)
         todo.remove(cheapest)
         todo.insert(0, cheapest)
-    stored = sum(store.has_result(c.run_id) for c in configs)
     part = "" if shard is None else f" in shard {shard[0]}/{shard[1]}"
-    print(f"profile {profile_name}: {len(configs)} runs, {stored} stored, "
+    print(f"profile {profile_name}: {len(configs)} runs, {len(stored)} stored, "
           f"{len(todo)} to train{part} (store: {store.root})", file=sys.stderr, flush=True)
     if dry_run:
         for c in todo:
