@@ -80,6 +80,21 @@ def test_convergence_table_and_verdict():
     assert same["LSLU in fewer epochs"].iloc[0] == "no, the same"
 
 
+def test_seconds_are_not_judged_when_an_arm_was_trained_under_uneven_loads():
+    results = [fake_result("vanillanet_5_x0_25", act, val_acc=(0.5, 0.95, 0.96), seed=seed)
+               for act in (None, "lslu") for seed in (0, 1)]
+    table = convergence.convergence_table(results, 0.9)
+    even = convergence.convergence_verdict(table).iloc[0]
+    assert even["LSLU in fewer seconds"] == "no, the same"
+    # one baseline run took 1.5x as long per epoch (another job on the machine): its seconds
+    # measure the load, and no verdict in seconds is given
+    slow = table.index[(table.activation == "baseline") & (table.seed == 1)]
+    table.loc[slow, ["seconds_to_target", "seconds_per_epoch"]] *= 1.5
+    uneven = convergence.convergence_verdict(table).iloc[0]
+    assert uneven["LSLU in fewer seconds"].startswith("not judged: an epoch took 2 to 3 s")
+    assert uneven["LSLU in fewer epochs"] == "no, the same"  # epochs are unaffected
+
+
 # --------------------------------------------------------------------------- experiments
 SMALL = dict(dataset="digits", limit=64, epochs=1, batch_size=32, warmup_epochs=0,
              device="cpu")

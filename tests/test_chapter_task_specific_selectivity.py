@@ -302,3 +302,27 @@ def test_selectivity_tables_split_the_wide_table_in_two_narrow_ones():
     assert (at_output.loc[0, "neg. mean (%)"], at_output.loc[0, "mean SI (shift)"]) == (50.0, 0.3)
     # the long names made the single table 247 px wider than the column
     assert all(len(t.columns) <= 7 and max(map(len, t.columns)) <= 16 for t in (at_g, at_output))
+
+
+def test_layer_comparison_tests_the_per_seed_means():
+    rng = np.random.default_rng(0)
+
+    def arm(shift, seeds):
+        # layer "a": LSLU's units more selective by `shift`; layer "b": the same, one dead unit
+        return [{"a": {"si": rng.normal(0.2 + shift, 0.01, 40)},
+                 "b": {"si": np.r_[rng.normal(0.3, 0.01, 40), np.nan]}} for _ in range(seeds)]
+
+    si = {"vn + series": arm(0.0, 3), "vn + lslu": arm(0.1, 3)}
+    per_seed = selectivity.per_seed_means(si)
+    assert len(per_seed) == 2 * 3 * 2 and not per_seed["mean SI"].isna().any()
+    table = selectivity.layer_comparison(si, "vn + series").set_index("layer")
+    assert table.loc["a", "difference"] == pytest.approx(0.1, abs=0.01)
+    assert table.loc["a", "p_value"] < 1e-4 and table.loc["a", "seeds"] == "3/3"
+    assert abs(table.loc["b", "difference"]) < 0.01 and table.loc["b", "p_value"] > 0.05
+    lines = selectivity.comparison_lines(si, "vn + series")
+    assert lines[0].startswith("a: vn + series 0.20, vn + lslu 0.30, difference +0.10")
+    assert lines[0].endswith("seeds 3/3: a difference the seeds support)")
+    assert lines[1].endswith("not distinguishable from zero)")
+    # one seed per arm: the means, and no test
+    one = selectivity.comparison_lines({"x": arm(0.0, 1), "y": arm(0.1, 1)}, "x")
+    assert all(line.endswith("(seeds 1/1: no test with one seed per arm)") for line in one)

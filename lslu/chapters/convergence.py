@@ -70,11 +70,28 @@ def _faster(lslu: float, baseline: float) -> str:
     return "no, the same" if lslu == baseline else "no"
 
 
+#: Seconds are compared only when the runs of each arm took about as long per epoch (the
+#: slowest at most this many times the fastest); beyond it they were trained under different
+#: loads (other jobs on the machine, runs in parallel), and their seconds measure the load.
+EVEN_LOAD_RATIO = 1.25
+
+
+def _uneven_load(*arms: pd.DataFrame) -> str | None:
+    """Why seconds cannot be compared, if the seconds per epoch within an arm vary by more than
+    EVEN_LOAD_RATIO; else None."""
+    per_epoch = [arm["seconds_per_epoch"] for arm in arms]
+    if all(t.max() <= EVEN_LOAD_RATIO * t.min() for t in per_epoch):
+        return None
+    low, high = min(t.min() for t in per_epoch), max(t.max() for t in per_epoch)
+    return f"not judged: an epoch took {low:.0f} to {high:.0f} s within an arm (uneven loads)"
+
+
 def convergence_verdict(table: pd.DataFrame) -> pd.DataFrame:
     """Per model (from convergence_table): the median over seeds of epochs and seconds to the
     target for the baseline and for LSLU (inf: not reached by most seeds), how many seeds
     reached it, and whether LSLU gets there in fewer epochs / seconds ('yes', 'no',
-    'no, the same' or 'neither reaches the target')."""
+    'no, the same' or 'neither reaches the target'; for seconds 'not judged: ...' when the runs
+    of an arm were trained under visibly different loads, see EVEN_LOAD_RATIO)."""
     rows = []
     for model, sub in table.groupby("model", sort=False):
         base, lslu = sub[sub.activation == "baseline"], sub[sub.activation == "lslu"]
@@ -86,6 +103,7 @@ def convergence_verdict(table: pd.DataFrame) -> pd.DataFrame:
             s = _median_or_inf(lslu[f"{what}_to_target"])
             row |= {f"baseline {what}": b, f"LSLU {what}": s,
                     f"LSLU in fewer {what}": _faster(s, b)}
+        row["LSLU in fewer seconds"] = _uneven_load(base, lslu) or row["LSLU in fewer seconds"]
         row["seeds reached (baseline/LSLU)"] = (
             f"{base['epochs_to_target'].notna().sum()}/{len(base)} vs "
             f"{lslu['epochs_to_target'].notna().sum()}/{len(lslu)}")

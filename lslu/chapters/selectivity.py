@@ -16,7 +16,8 @@ from ..models import build_model
 from ..probes import compute_probes, selectivity_arrays
 from ..train import TrainConfig, load_model
 from .cifar import with_and_without_lslu_configs
-from .common import base_from, run_label, validation_data
+from .common import (base_from, compare, fmt_interval, fmt_p, fmt_pp, run_label,
+                     validation_data)
 from .plots import as_frame, new_axes, style_axes
 
 
@@ -65,6 +66,52 @@ def selectivity_table(selectivity: dict) -> pd.DataFrame:
                     pooled("si_output_shift_shuffled").mean()
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def per_seed_means(selectivity: dict) -> pd.DataFrame:
+    """One row per (label, seed, layer) of ``{label: [class_selectivity(...) per seed]}``: the
+    mean index over the units of that seed's layer (undefined units left out), the quantity the
+    seeds spread over."""
+    rows = []
+    for label, per_seed in selectivity.items():
+        for seed, layers in enumerate(per_seed):
+            for depth, (layer, arrays) in enumerate(layers.items(), start=1):
+                si = arrays["si"][~np.isnan(arrays["si"])]
+                rows.append({"model": label, "seed": seed, "layer": layer, "depth": depth,
+                             "mean SI": float(si.mean()) if si.size else np.nan})
+    return pd.DataFrame(rows)
+
+
+def layer_comparison(selectivity: dict, baseline: str) -> pd.DataFrame:
+    """Per layer: each other label's mean index ("SI") minus ``baseline``'s ("baseline SI"),
+    over seeds (each seed's mean over its units, per_seed_means), with Welch's p and a
+    bootstrap 95% interval (common.compare: NaN with fewer than 2 seeds per arm)."""
+    frame = per_seed_means(selectivity).dropna(subset=["mean SI"])
+    table = compare(frame, ["layer"], "model", baseline, value="mean SI")
+    means = frame.groupby(["layer", "model"], sort=False)["mean SI"].mean()
+    table.insert(1, "baseline SI", [means[(layer, baseline)] for layer in table["layer"]])
+    table.insert(3, "SI", [means[key] for key in zip(table["layer"], table["model"])])
+    return table.rename(columns={"gain": "difference"})
+
+
+def comparison_lines(selectivity: dict, baseline: str) -> list[str]:
+    """The summary's sentences, one per layer and compared label: both means, the difference
+    and, with two seeds or more per arm, whether the seeds support it (Welch p < 0.05 and a
+    95% interval that excludes 0)."""
+    lines = []
+    for _, row in layer_comparison(selectivity, baseline).iterrows():
+        text = (f"{row['layer']}: {baseline} {row['baseline SI']:.2f}, {row['model']} "
+                f"{row['SI']:.2f}, difference {fmt_pp(row['difference'])}")
+        if pd.isna(row["p_value"]):
+            text += f" (seeds {row['seeds']}: no test with one seed per arm)"
+        else:
+            supported = row["significant"] and (row["ci_low"] > 0 or row["ci_high"] < 0)
+            text += (f" (Welch p = {fmt_p(row['p_value'])}, 95% interval "
+                     f"{fmt_interval(row['ci_low'], row['ci_high'])}, seeds {row['seeds']}: "
+                     + ("a difference the seeds support)" if supported
+                        else "not distinguishable from zero)"))
+        lines.append(text)
+    return lines
 
 
 def reference_weight_selectivity(weight: torch.Tensor, normalize: bool = True) -> np.ndarray:
