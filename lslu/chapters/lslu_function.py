@@ -25,17 +25,6 @@ def configs(**params) -> list:
     return []
 
 
-# Random (theta, omega) draws per n checked against the closed form, per execution profile.
-SERIES_DRAWS = {"smoke": 2000, "fast": 20000, "paper": 100000}
-
-
-def series_draws(profile: str) -> int:
-    """Number of random (theta, omega) draws per n for an execution profile."""
-    if profile not in SERIES_DRAWS:
-        raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(SERIES_DRAWS)}")
-    return SERIES_DRAWS[profile]
-
-
 # Hand-picked settings that show what the signs of theta and omega do.
 SIGN_CASES = {
     "θ=(1), ω=(0): ReLU (init)": ([1.0], [0.0]),
