@@ -34,6 +34,7 @@ from .profiles import (_as_profile, _check_profile_keys, available_profiles, fin
 # them as lslu.book.x (their home is lslu.profiles)
 from .profiles import (PROFILES_DIR, declared_parameters, find_profiles_dir,  # noqa: F401
                        load_profile, profile_values)
+from .grid import chapter_parameters, default_registry
 from .results import default_results_dir
 
 __all__ = ["toc_files", "PROFILES_DIR", "find_profiles_dir", "available_profiles", "load_profile",
@@ -280,6 +281,7 @@ def execute(profile: str | dict, only: Iterable[str] | None = None,
     check_kernel()
     check_matplotlib_backend(notebooks)
     params = {p.stem: notebook_parameters(prof, p) for p in notebooks}  # validate all first
+    asked = {p.stem: _asked_runs(prof, p) for p in notebooks}
     out.mkdir(parents=True, exist_ok=True)
 
     log_path = out / "run_log.json"
@@ -321,16 +323,31 @@ def execute(profile: str | dict, only: Iterable[str] | None = None,
             write_log()
             raise
         _add_profile_note(dst, prof, seconds, hw)
-        trained = len(_stored_runs() - runs_before)
-        runs_before = _stored_runs()
+        runs_after = _stored_runs()
+        trained = len(runs_after - runs_before)
+        loaded = len(asked[src.stem] & runs_before)
+        runs_before = runs_after
         log["notebooks"][src.stem] = {"status": "ok", "seconds": round(seconds, 1),
-                                      "trained_runs": trained, "parameters": params[src.stem]}
+                                      "trained_runs": trained, "loaded_runs": loaded,
+                                      "parameters": params[src.stem]}
         # the kernels show no progress bars (lslu.train.show_progress): this line is the progress
-        what = f"trained {_plural(trained, 'new run')}" if trained else "nothing trained (all loaded)"
+        what = (f"trained {_plural(trained, 'new run')}, loaded {loaded}" if trained
+                else f"nothing trained ({_plural(loaded, 'run')} loaded)" if asked[src.stem]
+                else "no runs")
         print(f"  {src.stem:<32s} {seconds:8.1f} s  {what}", flush=True)
     write_log()
     print(f"done in {time.perf_counter() - t_all:.1f} s; log: {log_path}", flush=True)
     return log
+
+
+def _asked_runs(profile: dict, notebook: Path) -> set[str]:
+    """Run ids the chapter of ``notebook`` asks for under ``profile`` (empty for a notebook
+    that trains nothing): those already stored are the runs it loads."""
+    configs = default_registry().get(notebook.stem)
+    if configs is None:
+        return set()
+    return {c.run_id for c in configs(**chapter_parameters(profile, notebook.stem,
+                                                             notebook.parent))}
 
 
 def _stored_runs() -> set[str]:

@@ -326,3 +326,29 @@ def test_layer_comparison_tests_the_per_seed_means():
     # one seed per arm: the means, and no test
     one = selectivity.comparison_lines({"x": arm(0.0, 1), "y": arm(0.1, 1)}, "x")
     assert all(line.endswith("(seeds 1/1: no test with one seed per arm)") for line in one)
+
+
+def test_reference_script_replay_with_and_without_stored_weights(tmp_path):
+    from lslu.results import ResultsStore, RunResult
+    from lslu.train import TrainConfig
+    config = TrainConfig(model="vanillanet_5_x0_25", activation="lslu", seed=3).to_dict()
+    run = RunResult(run_id="0123456789abcdef", config=config, history=[],
+                    final={"num_classes": 10, "val_acc": 0.5})
+    fresh = selectivity.weight_selectivity(selectivity.untrained_model(run))
+    # a committed store: JSON only; the checkpoint holds another initialisation of the model
+    assert not selectivity.trained_weights_stored(run, tmp_path)
+    model, outcome = selectivity.reference_script_load(run, results_dir=tmp_path)
+    assert outcome["checkpoint"].startswith("another initialisation")
+    assert outcome["tensors changed"] == 0 and outcome["checkpoint keys not used"] == [
+        "model", "epoch"]
+    seen = selectivity.weight_selectivity(model)
+    assert all(np.array_equal(seen[k], fresh[k]) for k in fresh)
+    # a store with the run's weights: the checkpoint holds them, and the load still ignores them
+    torch.manual_seed(7)
+    weights = build_model("vanillanet_5_x0_25", 10, "lslu").state_dict()
+    ResultsStore(tmp_path).model_path(run.run_id).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(weights, ResultsStore(tmp_path).model_path(run.run_id))
+    assert selectivity.trained_weights_stored(run, tmp_path)
+    model, outcome = selectivity.reference_script_load(run, results_dir=tmp_path)
+    assert outcome["checkpoint"] == "trained weights" and outcome["tensors changed"] == 0
+    assert all(np.array_equal(selectivity.weight_selectivity(model)[k], fresh[k]) for k in fresh)

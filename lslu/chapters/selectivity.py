@@ -14,6 +14,7 @@ from scipy import stats
 
 from ..models import build_model
 from ..probes import compute_probes, selectivity_arrays
+from ..results import ResultsStore
 from ..train import TrainConfig, load_model
 from .cifar import with_and_without_lslu_configs
 from .common import (base_from, compare, fmt_interval, fmt_p, fmt_pp, run_label,
@@ -191,19 +192,30 @@ def weight_measure_table(measures: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def trained_weights_stored(result, results_dir=None) -> bool:
+    """Whether the store holds ``result``'s trained weights (a committed store holds none)."""
+    return ResultsStore(results_dir).model_path(result.run_id).exists()
+
+
 def reference_script_load(result, results_dir=None):
-    """Replay the reference's class_selectivity_index.py on a finished run: write the trained
-    weights as the reference's training code writes a checkpoint (``{"model": weights, "epoch":
-    "best"}``, to a temporary checkpoint-best.pth), build a fresh model and load the file as the
-    script does (reference_style_load). Returns (the model the script goes on to analyse, what
-    the load did)."""
-    trained = load_model(result, results_dir=results_dir, device="cpu")
+    """Replay the reference's class_selectivity_index.py on a finished run: write a checkpoint
+    as the reference's training code writes one (``{"model": weights, "epoch": "best"}``, to a
+    temporary checkpoint-best.pth), build a fresh model and load the file as the script does
+    (reference_style_load). The checkpoint holds the run's trained weights when the store has
+    them, else the weights of another initialisation (seed + 1) of the same model: what the load
+    does depends on the checkpoint's keys, not on its values. Returns (the model the script goes
+    on to analyse, what the load did, with "checkpoint": which weights it held)."""
+    if trained_weights_stored(result, results_dir):
+        source, held = load_model(result, results_dir=results_dir, device="cpu"), "trained weights"
+    else:
+        source = untrained_model(result, seed=result.config["seed"] + 1)
+        held = "another initialisation (the store holds no trained weights of this run)"
     model = untrained_model(result)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "checkpoint-best.pth")
-        torch.save(reference_checkpoint(trained), path)
+        torch.save(reference_checkpoint(source), path)
         outcome = reference_style_load(model, torch.load(path, map_location="cpu"))
-    return model, outcome
+    return model, outcome | {"checkpoint": held}
 
 
 def selectivity_panels(selectivity: dict, key: str = "si") -> dict:
