@@ -4,18 +4,24 @@
   exactly: a change of training semantics without a bump of TRAINING_SEMANTICS_VERSION, or a
   store the code cannot reproduce, fails here.
 * Every committed run is one the profile asks for (nothing orphaned), and each is a valid result.
+* Every run the profile asks for is committed, and the book of this profile (what `make book`
+  executes) runs every notebook over them without training.
 The grid is trained with one thread (OMP_NUM_THREADS=1, as `python -m lslu grid` in the README);
 the retraining does the same, so the floating-point reductions run in the same order.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from lslu.grid import _cost, profile_configs
+from lslu.grid import _cost, chapter_parameters, default_registry, profile_configs
 from lslu.results import ResultsStore
 from lslu.train import train
 
@@ -49,6 +55,39 @@ def test_committed_runs_are_asked_for_and_valid(asked, stored):
         data_dir = result.config.get("data_dir")
         assert data_dir is None or data_dir.startswith("~"), data_dir
         assert str(Path.home()) not in text
+
+
+def test_every_run_the_profile_asks_for_is_committed(asked, stored):
+    # `make book` renders this profile from results/ and trains nothing: a run the profile asks
+    # for that is not committed would stop it (see `python -m lslu results --complete`)
+    missing = sorted(f"{run_id} {c.model}/{c.activation} seed {c.seed}"
+                     for run_id, c in asked.items() if run_id not in set(stored))
+    assert not missing, (f"{len(missing)} of the {len(asked)} runs of the {PROFILE} profile are "
+                         f"not committed: {missing}")
+
+
+def test_the_default_book_renders_the_committed_runs_without_training(asked, stored, tmp_path):
+    # what `make book` executes (the fashion_mnist profile over results/), on a copy of the
+    # committed runs: every notebook runs, trains nothing and loads every run its chapter asks for
+    missing = set(asked) - set(stored)
+    assert not missing, f"{len(missing)} runs are not committed (see the test above)"
+    store = tmp_path / "store"
+    shutil.copytree(COMMITTED / "runs", store / "runs")
+    env = os.environ | {"LSLU_RESULTS_DIR": str(store), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "lslu.book", "execute", "--profile", PROFILE,
+                    "--out-dir", str(tmp_path / "executed")], cwd=REPO, env=env, check=True,
+                   timeout=1200)
+    log = json.loads((tmp_path / "executed" / "run_log.json").read_text())
+    assert log["profile"] == PROFILE
+    assert sorted(log["notebooks"]) == sorted(p.stem for p in (REPO / "notebooks").glob("*.ipynb"))
+    registry = default_registry()
+    for stem, entry in log["notebooks"].items():
+        assert entry["status"] == "ok" and entry["trained_runs"] == 0, (stem, entry)
+        wanted = registry[stem](**chapter_parameters(PROFILE, stem)) if stem in registry else []
+        assert entry["loaded_runs"] == len({c.run_id for c in wanted}), (stem, entry)
+    assert log["notebooks"]["02_cifar10"]["loaded_runs"] == 20  # 2 models x 2 arms x 5 seeds
+    assert sorted(p.name for p in (store / "runs").iterdir()) == \
+        sorted(f"{run_id}.json" for run_id in stored)   # nothing trained, nothing removed
 
 
 def test_cheapest_committed_run_is_reproduced_exactly(asked, stored, tmp_path):
