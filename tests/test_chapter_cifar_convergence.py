@@ -289,6 +289,15 @@ def test_run_header_says_which_data_pipeline_ran():
     assert "small-input branch" in small and "RandomResizedCrop" not in small
 
 
+def test_run_header_says_when_runs_trained_on_a_subset():
+    assert "training images" not in common.run_header("smoke", [fake_result()])
+    subset = " ".join(common.run_header("smoke", [with_config(fake_result(), limit=10000)]).split())
+    assert "at 32 px | training images: a subset of 10,000 |" in subset
+    mixed = " ".join(common.run_header("smoke", [with_config(fake_result(), limit=10000),
+                                                 fake_result()]).split())
+    assert "training images: a subset of 10,000, all |" in mixed
+
+
 def test_display_table_shows_the_reference_best_only_for_the_reference_recipe():
     def runs(pipeline):
         out = []

@@ -176,6 +176,27 @@ def test_frozen_check_and_learnable_vs_frozen_curves():
     assert (curves["seeds"] == 1).all()
 
 
+def test_learnable_vs_frozen_lines_test_the_gain_over_seeds():
+    flat = {"a": [[1.0]] * 2}
+    zero = {"a": [[0.0]] * 2}
+    runs = [_result(flat, zero, frozen=frozen, seed=seed, accs=[0.5, final])
+            for frozen, finals in ((False, (0.90, 0.91, 0.92)), (True, (0.80, 0.81, 0.82)))
+            for seed, final in enumerate(finals)]
+    table = theta_omega.learnable_vs_frozen_table(runs)
+    shown = theta_omega.learnable_vs_frozen_display(table).set_index("θ, ω")
+    assert shown.loc["learnable θ, ω", "gain over frozen (pp)"] == "+10.00"
+    assert shown.loc["frozen θ, ω", "gain over frozen (pp)"] == ""
+    frozen_line, learnable_line = sorted(theta_omega.learnable_vs_frozen_lines(table))
+    assert frozen_line == "vanillanet_5_x0_25, frozen θ, ω: 81.00% top-1"
+    assert learnable_line.startswith("vanillanet_5_x0_25, learnable θ, ω: 91.00% top-1; gain "
+                                     "+10.00 pp, 95% interval")
+    assert learnable_line.endswith(": learnable better than frozen")
+    # one seed each: a gain, no interval, no verdict
+    one = theta_omega.learnable_vs_frozen_lines(theta_omega.learnable_vs_frozen_table(
+        [runs[0], runs[3]]))
+    assert any(line.endswith("no verdict at this budget") for line in one)
+
+
 def test_trajectory_plot_with_the_ramp_marked():
     r = _result({"a": CLAIM_THETA, "b": CLAIM_THETA}, {"a": CLAIM_OMEGA, "b": CLAIM_OMEGA})
     fig = theta_omega.plot_trajectories(theta_omega.activation_history(r), "theta")

@@ -206,8 +206,11 @@ def run_header(profile: str, results: list[RunResult]) -> str:
     hardware = sorted({r.hardware.get("gpu") or r.hardware.get("processor", "?") for r in results})
     seconds = sum(r.final["train_time_s"] for r in results)
     pipelines = list(dict.fromkeys(pipeline_text(r.config) for r in results))
+    limits = sorted({r.config.get("limit") for r in results}, key=lambda v: (v is None, v or 0))
+    subset = "" if limits == [None] else " | training images: " + ", ".join(
+        "all" if v is None else f"a subset of {v:,}" for v in limits)
     return wrap(f"profile: {profile} | dataset: {', '.join(datasets)} at "
-                f"{', '.join(map(str, sizes))} px | {plural(len(seeds), 'seed')} {seeds} | "
+                f"{', '.join(map(str, sizes))} px{subset} | {plural(len(seeds), 'seed')} {seeds} | "
                 f"{plural(len(results), 'run')}\nhardware: {'; '.join(hardware)} | "
                 f"training time: {seconds:,.0f} s\ndata pipeline: {'; '.join(pipelines)}")
 

@@ -9,8 +9,8 @@ from matplotlib.figure import Figure
 from ..models import VANILLANET_MODELS
 from ..paper import paper_text
 from ..train import TrainConfig
-from .common import (Headline, base_from, check_sweep_levels, compare, grid, mean_std_text,
-                     paper_number, results_frame, summarize)
+from .common import (Headline, base_from, check_sweep_levels, compare, fmt_p, fmt_pct, fmt_pp,
+                     grid, mean_std_text, paper_number, results_frame, summarize, verdict)
 from .plots import MAX_COLUMNS, page_grid, style_axes
 
 
@@ -285,24 +285,38 @@ def learnable_vs_frozen_table(results) -> pd.DataFrame:
                                                        False: "learnable θ, ω"})
     table = summarize(frame, ["model", "variant"])
     gains = compare(frame, ["model"], "variant", "frozen θ, ω")
+    columns = ["model", "variant", "gain", "p_value", "ci_low", "ci_high"]
     if gains.empty:
-        gains = pd.DataFrame(columns=["model", "variant", "gain", "p_value"])
-    table = table.merge(gains[["model", "variant", "gain", "p_value"]], on=["model", "variant"],
-                        how="left")
+        gains = pd.DataFrame(columns=columns)
+    table = table.merge(gains[columns], on=["model", "variant"], how="left")
     return table.rename(columns={"gain": "gain_over_frozen"})
 
 
+def learnable_vs_frozen_lines(table: pd.DataFrame) -> list[str]:
+    """The summary's sentences from learnable_vs_frozen_table: per model and variant the final
+    top-1, and for the learnable one its gain over frozen with the interval, p and verdict
+    (common.verdict)."""
+    lines = []
+    for _, row in table.iterrows():
+        text = f"{row['model']}, {row['variant']}: {fmt_pct(row['top1_mean'])}% top-1"
+        if not pd.isna(row["gain_over_frozen"]):
+            text += "; " + verdict(row["gain_over_frozen"], row["ci_low"], row["ci_high"],
+                                   row["p_value"], "learnable", "frozen")
+        lines.append(text)
+    return lines
+
+
 def learnable_vs_frozen_display(table: pd.DataFrame) -> pd.DataFrame:
-    """learnable_vs_frozen_table for the page: top-1 'mean ± std' (1 decimal), the gain in pp (1
-    decimal) and Welch's p (3 decimals; 'n/a' with one seed)."""
+    """learnable_vs_frozen_table for the page: top-1 'mean ± std' (1 decimal), the gain in pp
+    (common.fmt_pp) and Welch's p (common.fmt_p; 'n/a' with one seed)."""
     return pd.DataFrame({
         "model": table["model"], "θ, ω": table["variant"],
         "top-1 (%)": [mean_std_text(m, s, n) for m, s, n in
                       zip(table["top1_mean"], table["top1_std"], table["seeds"])],
         "seeds": table["seeds"],
-        "gain over frozen (pp)": ["" if pd.isna(g) else f"{g:+.1f}"
+        "gain over frozen (pp)": ["" if pd.isna(g) else fmt_pp(g)
                                   for g in table["gain_over_frozen"]],
-        "Welch p": ["" if pd.isna(g) else ("n/a" if pd.isna(p) else f"{p:.3f}")
+        "Welch p": ["" if pd.isna(g) else fmt_p(p)
                     for g, p in zip(table["gain_over_frozen"], table["p_value"])]})
 
 
