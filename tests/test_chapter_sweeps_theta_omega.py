@@ -191,6 +191,16 @@ def test_learnable_vs_frozen_lines_test_the_gain_over_seeds():
     assert learnable_line.startswith("vanillanet_5_x0_25, learnable θ, ω: 91.00% top-1; gain "
                                      "+10.00 pp, 95% interval")
     assert learnable_line.endswith(": learnable better than frozen")
+    # the summary's headline carries the per-seed top-1 of both arms (frozen first)
+    claim = {"fraction": 0.0}
+    rows = theta_omega.trend_headline_rows(claim, table, "vanillanet_5_x0_25", "digits",
+                                           results=runs)
+    gain = next(r for r in rows if r.unit == "pp")
+    assert gain.ours == 10.0 and len(gain.runs) == 6
+    assert gain.baseline_values == pytest.approx((80.0, 81.0, 82.0))
+    assert gain.values == pytest.approx((90.0, 91.0, 92.0))
+    bare = theta_omega.trend_headline_rows(claim, table, "vanillanet_5_x0_25", "digits")
+    assert next(r for r in bare if r.unit == "pp").values is None
     # one seed each: a gain, no interval, no verdict
     one = theta_omega.learnable_vs_frozen_lines(theta_omega.learnable_vs_frozen_table(
         [runs[0], runs[3]]))

@@ -340,13 +340,17 @@ def trend_paper_vs_ours(claim: dict, freeze: pd.DataFrame, model: str) -> pd.Dat
         {"claim": "learnable θ, ω vs frozen (top-1 gain)",
          "paper (abstract)": paper_text(paper_number("E4", model, "gain_over_frozen"),
                                         signed=True),
-         "ours": "n/a" if gain.empty else f"{float(gain.iloc[0]):+.1f} pp"},
+         "ours": "n/a" if gain.empty else f"{fmt_pp(float(gain.iloc[0]))} pp"},
     ]).set_index("claim")
 
 
-def trend_headline_rows(claim: dict, freeze: pd.DataFrame, model: str, dataset: str) -> list[dict]:
+def trend_headline_rows(claim: dict, freeze: pd.DataFrame, model: str, dataset: str,
+                        results=None) -> list[dict]:
     """Rows for save_headline (E4): the share of (layer, i) pairs matching the
-    abstract's pattern and, per model, the top-1 gain of learnable over frozen θ, ω."""
+    abstract's pattern and, per model, the top-1 gain of learnable over frozen θ, ω; with
+    ``results`` (the runs behind ``freeze``) each gain carries its per-seed top-1 and run ids,
+    from which the summary computes its interval."""
+    frame = results_frame(results) if results else None
     rows = [Headline(experiment="E4",
                      quantity=f"(layer, i) pairs with θ down-up-stable and ω up-down-stable, "
                               f"{model} on {dataset}",
@@ -356,8 +360,21 @@ def trend_headline_rows(claim: dict, freeze: pd.DataFrame, model: str, dataset: 
         rows.append(Headline(experiment="E4",
                              quantity=f"top-1 gain, learnable over frozen θ/ω, {r['model']} on "
                                       f"{dataset}",
-                             ours=round(float(r["gain_over_frozen"]), 2), paper=paper, unit="pp"))
+                             ours=round(float(r["gain_over_frozen"]), 2), paper=paper, unit="pp",
+                             **_per_seed(frame, r["model"])))
     return rows
+
+
+def _per_seed(frame: pd.DataFrame | None, model: str) -> dict:
+    """Headline fields with the per-seed top-1 of frozen (baseline) and learnable θ, ω of
+    ``model`` and their run ids (empty without ``frame``)."""
+    if frame is None:
+        return {}
+    arms = [frame[(frame["model"] == model) & (frame["freeze_activation"] == frozen)]
+            .sort_values("seed") for frozen in (True, False)]
+    return {"baseline_values": tuple(float(v) for v in arms[0]["top1"]),
+            "values": tuple(float(v) for v in arms[1]["top1"]),
+            "runs": tuple(sorted(arms[0]["run_id"].tolist() + arms[1]["run_id"].tolist()))}
 
 
 _SYMBOLS = {"theta": r"\theta", "omega": r"\omega"}
