@@ -281,7 +281,8 @@ def execute(profile: str | dict, only: Iterable[str] | None = None,
     check_kernel()
     check_matplotlib_backend(notebooks)
     params = {p.stem: notebook_parameters(prof, p) for p in notebooks}  # validate all first
-    asked = {p.stem: _asked_runs(prof, p) for p in notebooks}
+    registry = default_registry()
+    asked = {p.stem: _asked_runs(prof, p, registry) for p in notebooks}
     out.mkdir(parents=True, exist_ok=True)
 
     log_path = out / "run_log.json"
@@ -340,10 +341,11 @@ def execute(profile: str | dict, only: Iterable[str] | None = None,
     return log
 
 
-def _asked_runs(profile: dict, notebook: Path) -> set[str]:
-    """Run ids the chapter of ``notebook`` asks for under ``profile`` (empty for a notebook
-    that trains nothing): those already stored are the runs it loads."""
-    configs = default_registry().get(notebook.stem)
+def _asked_runs(profile: dict, notebook: Path, registry: dict) -> set[str]:
+    """Run ids the chapter of ``notebook`` asks for under ``profile`` (``registry``:
+    lslu.grid.default_registry; empty for a notebook that trains nothing): those already stored
+    are the runs it loads."""
+    configs = registry.get(notebook.stem)
     if configs is None:
         return set()
     return {c.run_id for c in configs(**chapter_parameters(profile, notebook.stem,

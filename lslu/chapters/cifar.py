@@ -13,8 +13,8 @@ from ..results import RunResult
 from ..train import TrainConfig
 from ..paper import NOT_AVAILABLE, paper_text
 from .common import (PP_DECIMALS, Headline, base_from, compare, fmt_interval, fmt_p, fmt_pct,
-                     fmt_pp, grid, mean_std_text, paper_number, results_frame, run_label,
-                     summarize, wrap)
+                     fmt_pp, grid, mean_std_text, paper_number, per_seed_evidence, results_frame,
+                     run_label, summarize, wrap)
 from .plots import as_frame, new_axes, plot_bars_with_error, style_axes
 
 
@@ -215,17 +215,14 @@ class LsluComparison:
             paper = _paper_cell(experiment, g["model"], "gain")
             # the per-seed evidence: the summary's interval, and one row for runs that several
             # chapters (E1, E2, E6, E7, E8) share
-            arms = self.frame[self.frame["model"] == g["model"]].sort_values("seed")
-            base = arms[arms["activation"] == "baseline"]
-            lslu = arms[arms["activation"] == "lslu"]
+            arms = self.frame[self.frame["model"] == g["model"]]
             rows.append(Headline(
                 experiment=experiment,
                 quantity=f"LSLU gain, {g['model']} on {data}"
                          + (setting if paper != NOT_AVAILABLE else ""),
                 ours=round(float(g["gain"]), 2), paper=paper, unit="pp",
-                baseline_values=tuple(float(v) for v in base["top1"]),
-                values=tuple(float(v) for v in lslu["top1"]),
-                runs=tuple(sorted(base["run_id"].tolist() + lslu["run_id"].tolist()))))
+                **per_seed_evidence(arms[arms["activation"] == "baseline"],
+                                    arms[arms["activation"] == "lslu"])))
         return rows
 
 

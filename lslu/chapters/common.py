@@ -13,7 +13,6 @@ import textwrap
 
 import numpy as np
 import pandas as pd
-import torch
 import torch.nn as nn
 from scipy import stats
 
@@ -287,6 +286,15 @@ class Headline:
         return row
 
 
+def per_seed_evidence(baseline: pd.DataFrame, other: pd.DataFrame) -> dict:
+    """Headline fields with a gain's evidence: the per-seed top-1 of both arms (rows of
+    results_frame, each ordered by seed) and the run ids behind them."""
+    baseline, other = baseline.sort_values("seed"), other.sort_values("seed")
+    return {"baseline_values": tuple(float(v) for v in baseline["top1"]),
+            "values": tuple(float(v) for v in other["top1"]),
+            "runs": tuple(sorted(baseline["run_id"].tolist() + other["run_id"].tolist()))}
+
+
 def save_headline(profile: str, notebook: str, headlines, results_dir=None,
                   parameters: dict | None = None) -> None:
     """Store a chapter's headline numbers (Headline objects or their dicts) for the summary, with
@@ -373,6 +381,14 @@ def show_table(frame: pd.DataFrame, formats: dict | None = None):
     return frame.style.format(by_column).hide(axis="index").set_uuid(uuid)
 
 
+def separated_from_zero(low, high, p_value, alpha: float = 0.05) -> int:
+    """The rule of every verdict: +1 (or -1) when the 95% interval lies above (below) 0 and
+    Welch's p < ``alpha``; 0 otherwise, or with no interval or p."""
+    if any(v is None or pd.isna(v) for v in (low, high, p_value)) or p_value >= alpha:
+        return 0
+    return 1 if low > 0 else -1 if high < 0 else 0
+
+
 def verdict(gain, low, high, p_value, what: str = "LSLU", baseline: str = "the baseline",
             alpha: float = 0.05) -> str:
     """One sentence on a gain in pp, decided by its numbers: better / worse only when the 95%
@@ -384,10 +400,9 @@ def verdict(gain, low, high, p_value, what: str = "LSLU", baseline: str = "the b
     if low is None or high is None or pd.isna(low) or pd.isna(high):
         return f"{numbers}, no interval (one seed per arm): no verdict at this budget"
     numbers += f", 95% interval {fmt_interval(low, high)} pp, p = {fmt_p(p_value)}"
-    if low > 0 and not pd.isna(p_value) and p_value < alpha:
-        return f"{numbers}: {what} better than {baseline}"
-    if high < 0 and not pd.isna(p_value) and p_value < alpha:
-        return f"{numbers}: {what} worse than {baseline}"
+    direction = separated_from_zero(low, high, p_value, alpha)
+    if direction:
+        return f"{numbers}: {what} {'better' if direction > 0 else 'worse'} than {baseline}"
     return f"{numbers}: not distinguishable from zero at this budget"
 
 
@@ -497,15 +512,3 @@ def validation_data(result, batch_size: int = 256, device="cpu"):
     loader = lslu_data.DeviceLoader(ds.val_images, ds.val_labels, batch_size, ds.mean, ds.std,
                                     cfg["input_size"], train=False)
     return loader, ds.classes
-
-
-@torch.no_grad()
-def predict(model: nn.Module, loader):
-    """(true labels, predicted labels) as int64 numpy arrays over every batch of ``loader``."""
-    model.eval()
-    device = next(model.parameters()).device
-    truth, predicted = [], []
-    for images, labels in loader:
-        predicted.append(model(images.to(device)).argmax(1).cpu())
-        truth.append(labels.cpu())
-    return torch.cat(truth).numpy(), torch.cat(predicted).numpy()

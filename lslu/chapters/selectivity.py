@@ -18,7 +18,7 @@ from ..results import ResultsStore
 from ..train import TrainConfig, load_model
 from .cifar import with_and_without_lslu_configs
 from .common import (base_from, compare, fmt_interval, fmt_p, fmt_pp, run_label,
-                     validation_data)
+                     separated_from_zero, validation_data)
 from .plots import as_frame, new_axes, style_axes
 
 
@@ -106,7 +106,7 @@ def comparison_lines(selectivity: dict, baseline: str) -> list[str]:
         if pd.isna(row["p_value"]):
             text += f" (seeds {row['seeds']}: no test with one seed per arm)"
         else:
-            supported = row["significant"] and (row["ci_low"] > 0 or row["ci_high"] < 0)
+            supported = separated_from_zero(row["ci_low"], row["ci_high"], row["p_value"])
             text += (f" (Welch p = {fmt_p(row['p_value'])}, 95% interval "
                      f"{fmt_interval(row['ci_low'], row['ci_high'])}, seeds {row['seeds']}: "
                      + ("a difference the seeds support)" if supported

@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pandas as pd
-import sklearn.metrics
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -54,17 +53,6 @@ def imagefolder_samples(folder, per_class: int = 6, seed: int = 0, max_classes: 
                 images.append(np.asarray(im.convert("RGB")))
         samples[name] = images
     return samples
-
-
-def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
-    """Counts (num_classes, num_classes): row = true class, column = predicted class."""
-    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true and y_pred differ in shape: {y_true.shape} vs {y_pred.shape}")
-    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
-        if y.size and (y.min() < 0 or y.max() >= num_classes):
-            raise ValueError(f"{name} has labels outside 0..{num_classes - 1}")
-    return sklearn.metrics.confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
 
 
 def per_class_accuracy(matrix, classes) -> pd.DataFrame:

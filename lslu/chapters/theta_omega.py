@@ -10,7 +10,8 @@ from ..models import VANILLANET_MODELS
 from ..paper import paper_text
 from ..train import TrainConfig
 from .common import (Headline, base_from, check_sweep_levels, compare, fmt_p, fmt_pct, fmt_pp,
-                     grid, mean_std_text, paper_number, results_frame, summarize, verdict)
+                     grid, mean_std_text, paper_number, per_seed_evidence, results_frame,
+                     summarize, verdict)
 from .plots import MAX_COLUMNS, page_grid, style_axes
 
 
@@ -357,24 +358,17 @@ def trend_headline_rows(claim: dict, freeze: pd.DataFrame, model: str, dataset: 
                      ours=round(100 * claim["fraction"], 2), unit="%")]
     for _, r in freeze[freeze["gain_over_frozen"].notna()].iterrows():
         paper = paper_text(paper_number("E4", r["model"], "gain_over_frozen"), signed=True)
+        evidence = {}
+        if frame is not None:
+            arms = frame[frame["model"] == r["model"]]
+            frozen = arms["freeze_activation"].astype(bool)
+            evidence = per_seed_evidence(arms[frozen], arms[~frozen])
         rows.append(Headline(experiment="E4",
                              quantity=f"top-1 gain, learnable over frozen θ/ω, {r['model']} on "
                                       f"{dataset}",
                              ours=round(float(r["gain_over_frozen"]), 2), paper=paper, unit="pp",
-                             **_per_seed(frame, r["model"])))
+                             **evidence))
     return rows
-
-
-def _per_seed(frame: pd.DataFrame | None, model: str) -> dict:
-    """Headline fields with the per-seed top-1 of frozen (baseline) and learnable θ, ω of
-    ``model`` and their run ids (empty without ``frame``)."""
-    if frame is None:
-        return {}
-    arms = [frame[(frame["model"] == model) & (frame["freeze_activation"] == frozen)]
-            .sort_values("seed") for frozen in (True, False)]
-    return {"baseline_values": tuple(float(v) for v in arms[0]["top1"]),
-            "values": tuple(float(v) for v in arms[1]["top1"]),
-            "runs": tuple(sorted(arms[0]["run_id"].tolist() + arms[1]["run_id"].tolist()))}
 
 
 _SYMBOLS = {"theta": r"\theta", "omega": r"\omega"}

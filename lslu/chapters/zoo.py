@@ -12,7 +12,8 @@ from ..activations import ACTIVATIONS, check_activation
 from ..models import BASELINE_ACTIVATION, MODELS
 from ..train import TrainConfig
 from .common import (PP_DECIMALS, Headline, base_from, compare, fmt_interval, fmt_p, fmt_pp,
-                     grid, mean_std_text, significance_note, summarize, wrap)
+                     grid, mean_std_text, per_seed_evidence, significance_note, summarize,
+                     wrap)
 from .plots import as_frame, new_axes, style_axes
 
 
@@ -130,24 +131,14 @@ def zoo_headlines(summary: pd.DataFrame, reference: str, model: str, dataset: st
                              ours=f"{rank} of {len(summary)}", unit=""))
         if candidate != reference:
             significant = "n/a" if pd.isna(r["p_value"]) else ("yes" if r["significant"] else "no")
+            evidence = {} if frame is None else per_seed_evidence(
+                frame[frame["act_fn"] == reference], frame[frame["act_fn"] == candidate])
             rows += [
                 Headline(experiment="beyond", quantity=f"zoo: {candidate} gain over {reference}, "
-                 f"{where}", ours=round(float(r["gain"]), 2), unit="pp",
-                         **_evidence(frame, reference, candidate)),
+                 f"{where}", ours=round(float(r["gain"]), 2), unit="pp", **evidence),
                 Headline(experiment="beyond", quantity=f"zoo: {candidate} gain significant at 0.05 "
                  f"(Welch, {len(seeds)} seeds)", ours=significant, unit="")]
     return rows
-
-
-def _evidence(frame, reference: str, candidate: str) -> dict:
-    """Headline fields with the per-seed top-1 of ``reference`` and ``candidate`` and their run
-    ids (empty without ``frame``)."""
-    if frame is None:
-        return {}
-    arms = [frame[frame["act_fn"] == a].sort_values("seed") for a in (reference, candidate)]
-    return {"baseline_values": tuple(float(v) for v in arms[0]["top1"]),
-            "values": tuple(float(v) for v in arms[1]["top1"]),
-            "runs": tuple(sorted(arms[0]["run_id"].tolist() + arms[1]["run_id"].tolist()))}
 
 
 def plot_seed_dots(df, x: str, y: str, seed: str = "seed", order=None, ax=None, xlabel=None,
