@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lslu.activations import LSLU, SeriesActivation, naive_series  # noqa: E402
 from lslu.models import build_model  # noqa: E402
 from lslu.timing import interleaved  # noqa: E402
+from lslu.train import compile_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = [(128, 512, 8, 8), (64, 128, 32, 32)]
@@ -164,7 +165,7 @@ def speed(device, dtype, shapes, reps, compile_too) -> dict:
                 f"{row['naive_over_lslu']:.3f}", flush=True)
         if compile_too:
             torch._dynamo.reset()
-            comp = {k: torch.compile(mods[k]) for k in ("series", "lslu")}
+            comp = {k: compile_model(mods[k], device) for k in ("series", "lslu")}
             first = {}
             for k, m in comp.items():
                 t = time.perf_counter()
@@ -199,7 +200,7 @@ def train_throughput(device, model_name, activation, batch, steps, warmup, use_c
     model = build_model(model_name, 10, activation=activation).to(device).to(
         memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-5)
-    fwd = torch.compile(model) if use_compile else model
+    fwd = compile_model(model, device) if use_compile else model
 
     def step(i):
         idx = torch.randint(0, pool, (batch,), device=device)

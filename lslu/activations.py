@@ -203,15 +203,18 @@ class LSLU(SeriesActivation):
             and _use_host_path(x, self.theta)
 
     def elementwise(self, x: torch.Tensor) -> torch.Tensor:
+        pieces = self.deploy_pieces
+        if pieces is not None and not (torch.is_grad_enabled() and x.requires_grad) \
+                and self._uses_host_path(x):
+            # deployed inference on the CPU: three scalar-operand kernels (faster here than
+            # addcmul/clamp with 0-dim tensor operands), no autograd node; this branch first: at
+            # batch 1 the Python around the kernels costs as much as the kernels
+            a, b, lo, hi = pieces.tolist()
+            return x.mul(a).add_(b).clamp_(lo, hi if math.isfinite(hi) else None)
         shared, self._shared_pieces = self._shared_pieces, None
-        if self._uses_host_path(x):
-            if self.deploy_pieces is None:
-                return _ScalarSeries.apply(x, self.theta, self.omega)
-            if not (torch.is_grad_enabled() and x.requires_grad):
-                # deployed inference: the frozen pieces, no autograd node
-                a, b, lo, hi = self.deploy_pieces.tolist()
-                return x.mul(a).add_(b).clamp_(lo, hi if math.isfinite(hi) else None)
-        if shared is None or self.deploy_pieces is not None:
+        if self._uses_host_path(x) and pieces is None:
+            return _ScalarSeries.apply(x, self.theta, self.omega)
+        if shared is None or pieces is not None:
             shared = self.clamp_parameters()
         return clamp_affine(x, shared)
 

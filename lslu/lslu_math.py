@@ -417,16 +417,23 @@ class _ClampAffine(torch.autograd.Function):
 
 
 class _ClampAffineTraced(torch.autograd.Function):
-    """_ClampAffine as torch.compile should see it: same values, same gradients, and every
-    quantity of the backward a function of (grad, x) alone.
+    """_ClampAffine as torch.compile should see it: same values, same gradients.
 
     _ClampAffine's backward (masks read off the saved u, a dot through as_strided, sums written
-    with out= into an empty buffer) is fine eagerly, but traced, inductor (CPU) runs it as three
-    passes over the activation plus a written-out masked gradient.  Here only x and P are saved,
-    the backward recomputes y = a * x + b and uses plain ops, and inductor runs it in two passes
-    (grad_x and two sums, then two sums).  Regions as in _ClampAffine (read off the recomputed
-    u: u == lo < hi is "at lo", u == hi "at hi", the tie lo == hi included).  Used only while
-    torch.compile traces (clamp_affine); eagerly _ClampAffine runs, unchanged.
+    with out= into an empty buffer) is fine eagerly, but traced, inductor (CPU) runs it as
+    several passes over the activation.  Here only x and P are saved and the backward uses plain
+    ops written so that inductor (CPU, channels_last) runs it as ONE pass that reads grad, x and
+    u and writes grad_x over u, the activation the depthwise conv saved anyway and no longer
+    needs (no fresh buffer: a fresh 32 MB buffer costs ~8k page faults on each step):
+
+    * the four sums read the regions off y = a * x + b, recomputed;
+    * grad_x reads them off y and u (u > lo iff y > lo: the value is the same): u's only reader
+      is then grad_x, which inductor requires before it writes in place, and grad_x shares
+      x and grad with the sums, so that all are fused.
+
+    Regions as in _ClampAffine: at lo where lo < hi and y <= lo, at hi where y >= hi, y is NaN
+    or lo == hi (a constant g).  Used only while torch.compile traces (clamp_affine); eagerly
+    _ClampAffine runs, unchanged.
     """
 
     @staticmethod
@@ -442,24 +449,27 @@ class _ClampAffineTraced(torch.autograd.Function):
     def backward(ctx, grad):
         x, px = ctx.saved_tensors
         a, b, lo, hi = px.unbind(0)
-        # recomputed: the same rounding as the forward; regions read off u as in _ClampAffine
-        u = torch.addcmul(b, x, a).clamp(lo, hi)
-        low, below_hi = u <= lo, u < hi
-        inside_grad = torch.where(below_hi & ~low, grad, 0.0)      # lo < y < hi
-        grad_x = inside_grad * a if ctx.needs_input_grad[0] else None
+        y = torch.addcmul(b, x, a)               # the forward's rounding: the same regions
+        below_hi, at_most_lo, tie = y < hi, y <= lo, lo >= hi   # at hi: not below hi, or a tie
+        # Each mask that reads all of (x, a, b, lo, hi) has a single reader: inductor writes out
+        # a quantity with several readers that reads more than four buffers, which, when grad
+        # comes in another memory layout than x (torch.compile's CPU defaults), costs bool masks
+        # written and read back in passes of their own.  grad_x first: then inductor fuses the
+        # sums into its pass (the other order gave two passes).
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            u = y.clamp(lo, hi)                  # inductor reads the saved u here
+            # (u > lo) adds nothing to the mask but makes grad_x a reader of u (see above)
+            grad_x = torch.where((below_hi & (u > lo)) & ~at_most_lo, grad, 0.0) * a
         grad_pieces = None
         if ctx.needs_input_grad[1]:
             acc = ctx.acc
             dims = [0, 2, 3] if ctx.per_channel else [0, 1, 2, 3]
             grad_pieces = torch.stack((
-                (inside_grad * x).sum(dims, dtype=acc),                   # a
-                # b: the values of inside_grad, written again on purpose (and in another form, so
-                # that common-subexpression elimination does not merge it back): a third reader of
-                # inside_grad makes inductor write it out and sum it in a loop of its own (three
-                # passes over the tensor instead of two)
-                torch.where(low | ~below_hi, 0.0, grad).sum(dims, dtype=acc),
-                torch.where(low & below_hi, grad, 0.0).sum(dims, dtype=acc),  # lo: u == lo < hi
-                torch.where(below_hi, 0.0, grad).sum(dims, dtype=acc)))   # hi: u == hi
+                torch.where((at_most_lo | ~below_hi) | tie, 0.0, grad * x).sum(dims, dtype=acc),
+                torch.where((below_hi & ~at_most_lo) & ~tie, grad, 0.0).sum(dims, dtype=acc),
+                torch.where((at_most_lo & ~tie) & below_hi, grad, 0.0).sum(dims, dtype=acc),
+                torch.where(~below_hi | tie, grad, 0.0).sum(dims, dtype=acc)))
         return grad_x, grad_pieces
 
 

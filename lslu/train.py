@@ -40,8 +40,30 @@ from .run_info import count_flops, hardware_info, portable_config, reference_bes
     software_versions
 
 __all__ = ["TrainConfig", "train", "run_grid", "show_progress", "OPTIMIZERS", "hardware_info",
-           "load_model",
+           "load_model", "compile_model", "compile_options",
            "count_flops", "resolve_device", "reference_best"]
+
+
+def compile_options(device: torch.device | str, channels_last: bool = True) -> dict:
+    """Inductor options the engine compiles with (``torch.compile(..., options=...)``).
+
+    On the CPU inductor runs every graph that contains a convolution in channels_last (its
+    mkldnn rule), but it looks for ``aten.convolution`` nodes, and a backward graph holds only
+    ``convolution_backward``: there the convolutions run in NCHW, with transposing copies around
+    them and around every elementwise kernel that meets a channels_last tensor.
+    ``force_layout_optimization`` applies the rule to the backward graph too (series and LSLU
+    alike; benchmarks/activation_speed.py times both with these options and with inductor's
+    defaults).  Elsewhere (CUDA) inductor's own choice is kept: not measured here.
+    """
+    if torch.device(device).type == "cpu" and channels_last:
+        return {"force_layout_optimization": True}
+    return {}
+
+
+def compile_model(model: nn.Module, device: torch.device | str,
+                  channels_last: bool = True) -> nn.Module:
+    """``torch.compile`` with :func:`compile_options`: what ``TrainConfig(compile=True)`` runs."""
+    return torch.compile(model, options=compile_options(device, channels_last))
 
 
 def _lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float) -> float:
@@ -242,7 +264,7 @@ def train(config: TrainConfig, results_dir=None, force: bool = False,
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    step_model = torch.compile(model) if config.compile else model
+    step_model = compile_model(model, device, config.channels_last) if config.compile else model
 
     history: list[dict] = []
     start_epoch, best, since_best, train_time = 0, -1.0, 0, 0.0

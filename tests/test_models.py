@@ -321,14 +321,19 @@ def test_bf16_autocast_training_step():
 
 
 def test_torch_compile_one_step():
-    """One forward/backward of VanillaNet-5 x0.25 with LSLU through inductor on the CPU."""
+    """One forward/backward of VanillaNet-5 x0.25 with LSLU as the engine compiles it on the CPU
+    (lslu.train.compile_model: inductor, channels_last in the backward graph too): the
+    gradients of the eager model."""
+    from lslu.train import compile_model
     torch.manual_seed(5)
     torch._dynamo.reset()
+    cl = torch.channels_last
     model = randomise(build_model("vanillanet_5_x0_25", 10, activation="lslu")).train()
+    model = model.to(memory_format=cl)
     twin = copy.deepcopy(model)
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=cl)
     y = torch.tensor([2, 5])
-    compiled = torch.compile(model, backend="inductor")
+    compiled = compile_model(model, "cpu", channels_last=True)
     nn.functional.cross_entropy(compiled(x), y).backward()
     nn.functional.cross_entropy(twin(x), y).backward()
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
