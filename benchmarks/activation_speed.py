@@ -9,9 +9,9 @@ Ratios and targets (issue "Speed"; worst case over the shapes and memory layouts
   compiled (torch.compile) LSLU / series        <= 1.05   (compiled as lslu.train compiles)
   deployed VanillaNet-5 batch-1 latency  LSLU / series <= 1.05
 and, reported without a target: per-channel LSLU, the compiled ratio with torch.compile's default
-inductor options, training images/s of vanillanet_5_x0_25.
+inductor options, training images/s of vanillanet_5_x0_25 (eager and compiled).
 
-    python benchmarks/activation_speed.py             # full run (about 3-5 minutes on 2 CPU cores)
+    python benchmarks/activation_speed.py             # full run (about 5 minutes on 2 CPU cores)
     python benchmarks/activation_speed.py --quick     # a smoke run (seconds; results not written)
 
 Writes benchmarks/results/activation_speed_<device>.json (device: cpu or cuda).
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lslu.activations import LSLU, SeriesActivation, naive_series  # noqa: E402
 from lslu.models import build_model  # noqa: E402
 from lslu.timing import interleaved  # noqa: E402
-from lslu.train import compile_options  # noqa: E402
+from lslu.train import compile_model, compile_options  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = [(128, 512, 8, 8), (64, 128, 32, 32)]
@@ -205,29 +205,41 @@ def bench_deployed(device, dtype, reps, warmup, sizes):
     return rows
 
 
-def bench_training(device, dtype, reps, warmup, batch):
+def bench_training(device, dtype, reps, warmup, batch, compiled=False):
+    """One SGD training step of vanillanet_5_x0_25 at 32 px, series against LSLU; compiled:
+    as lslu.train compiles (lslu.train.compile_model), the first calls untimed."""
     fmt = torch.channels_last
     torch.manual_seed(0)
+    torch._dynamo.reset()
     x = torch.randn(batch, 3, 32, 32, device=device, dtype=dtype).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=device)
-    steps = {}
+    steps, first_call_s = {}, {}
     for act in ("series", "lslu"):
         model = build_model("vanillanet_5_x0_25", 10, activation=act).to(
             device=device, dtype=dtype, memory_format=fmt).train()
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        forward = compile_model(model, device) if compiled else model
 
-        def step(model=model, opt=opt):
+        def step(forward=forward, opt=opt):
             opt.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x), y).backward()
+            nn.functional.cross_entropy(forward(x), y).backward()
             opt.step()
+        if compiled:
+            t = time.perf_counter()
+            step()
+            sync(device)
+            first_call_s[act] = time.perf_counter() - t
         steps[act] = step
     res = interleaved(steps, reps, warmup)
     ips = {k: batch / (v["median_ms"] / 1e3) for k, v in res.items()}
-    row = {"model": "vanillanet_5_x0_25", "batch": batch, "size": 32, "ms_per_step": res,
-           "images_per_s": ips, "lslu_over_series_images_per_s": ips["lslu"] / ips["series"]}
-    print(f"training vanillanet_5_x0_25 batch {batch} 32 px  images/s: series {ips['series']:.1f}"
-          f"  lslu {ips['lslu']:.1f}  | lslu/series {row['lslu_over_series_images_per_s']:.3f}",
-          flush=True)
+    row = {"model": "vanillanet_5_x0_25", "batch": batch, "size": 32, "compiled": compiled,
+           "ms_per_step": res, "images_per_s": ips,
+           "lslu_over_series_images_per_s": ips["lslu"] / ips["series"]}
+    if compiled:
+        row["first_call_s"] = first_call_s
+    print(f"training{' compiled' if compiled else ''} vanillanet_5_x0_25 batch {batch} 32 px  "
+          f"images/s: series {ips['series']:.1f}  lslu {ips['lslu']:.1f}  | lslu/series "
+          f"{row['lslu_over_series_images_per_s']:.3f}", flush=True)
     return row
 
 
@@ -271,6 +283,10 @@ def main(argv=None):
                                           ["channels_last"], options="inductor_default")
     deployed = bench_deployed(device, dtype, reps + 4, warmup, sizes)
     training = bench_training(device, dtype, reps, warmup, 8 if args.quick else 128)
+    training_compiled = None
+    if not args.no_compile:
+        training_compiled = bench_training(device, dtype, reps, warmup,
+                                           8 if args.quick else 128, compiled=True)
 
     summary = {
         "eager_lslu_over_series": verdict("eager_lslu_over_series",
@@ -287,6 +303,8 @@ def main(argv=None):
             "compiled_lslu_over_series", max(r["lslu_over_series"] for r in compiled))
         summary["compiled_inductor_default_lslu_over_series"] = max(
             r["lslu_over_series"] for r in compiled_default)
+        summary["training_compiled_lslu_over_series_images_per_s"] = \
+            training_compiled["lslu_over_series_images_per_s"]
 
     print("\nsummary (worst case over shapes and layouts; medians of interleaved runs)")
     for k, v in summary.items():
@@ -302,7 +320,7 @@ def main(argv=None):
                                             compiled_reps,
                                             "compiled_layouts": ["channels_last"]},
               "eager": eager, "compiled": compiled, "compiled_inductor_default": compiled_default,
-              "deployed": deployed, "training": training,
+              "deployed": deployed, "training": training, "training_compiled": training_compiled,
               "summary": summary, "total_s": total}
     if hasattr(os, "getloadavg"):
         info["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]

@@ -36,3 +36,5 @@ def test_activation_speed_quick_compiles_as_the_engine(tmp_path, monkeypatch):
         entry = summary[name]
         assert entry["value"] > 0 and isinstance(entry["pass"], bool), name
     assert summary["compiled_inductor_default_lslu_over_series"] > 0
+    assert result["training_compiled"]["compiled"] and not result["training"]["compiled"]
+    assert summary["training_compiled_lslu_over_series_images_per_s"] > 0
