@@ -212,7 +212,7 @@ class LSLU(SeriesActivation):
             a, b, lo, hi = pieces.tolist()
             return x.mul(a).add_(b).clamp_(lo, hi if math.isfinite(hi) else None)
         shared, self._shared_pieces = self._shared_pieces, None
-        if self._uses_host_path(x) and pieces is None:
+        if pieces is None and self._uses_host_path(x):
             return _ScalarSeries.apply(x, self.theta, self.omega)
         if shared is None or pieces is not None:
             shared = self.clamp_parameters()

@@ -11,6 +11,7 @@ import torch.nn as nn
 from lslu.activations import ACTIVATIONS, LSLU, SeriesActivation
 from lslu.models import (MODELS, BasicBlock, build_model, check_input_size, lslu_layers,
                          no_weight_decay_parameters, param_groups)
+from lslu.train import compile_model
 
 
 def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -330,7 +331,6 @@ def test_torch_compile_one_step(activation, dtype, rtol, atol):
     """One forward/backward of VanillaNet-5 x0.25 with LSLU as the engine compiles it on the CPU
     (lslu.train.compile_model: inductor, channels_last in the backward graph too, where LSLU's
     backward writes grad_x over the saved activation): the gradients of the eager model."""
-    from lslu.train import compile_model
     torch.manual_seed(5)
     torch._dynamo.reset()
     cl = torch.channels_last
