@@ -104,14 +104,15 @@ def test_benchmark_tables(tmp_path):
     assert efficiency.gpu_check_table(tmp_path) is None
     (tmp_path / "activation_speed_cpu.json").write_text(json.dumps({
         "machine": {"device": "cpu", "cpu": "Test CPU", "cpu_count": 2, "torch_threads": 2},
-        "summary": {"eager_lslu_over_series": {"value": 1.0712, "target": "<= 1.25",
-                                               "pass": True},
+        "summary": {"eager_lslu_over_series": {"value": 1.0712, "interval": [1.0512, 1.0889],
+                                               "target": "<= 1.25", "pass": True},
                     "training_ratio": 0.998}}))
     (tmp_path / "gpu_check.json").write_text(json.dumps({"device": "H200",
                                                          "checks": {"deploy_error": 1.234567e-6}}))
     speed = efficiency.speed_benchmark_table(tmp_path)
     assert list(speed["value"]) == [1.07, 1.0]
     assert list(speed["verdict"]) == ["pass", ""]
+    assert list(speed["90% interval"]) == ["1.05 to 1.09", ""]
     assert speed["machine"].iloc[0] == "cpu: Test CPU, 2 cores, 2 threads"
     gpu = efficiency.gpu_check_table(tmp_path).set_index("entry")["value"]
     assert gpu["device"] == "H200" and gpu["checks.deploy_error"] == "1.23e-06"

@@ -208,21 +208,24 @@ def machine_text(machine: dict) -> str:
 
 def speed_benchmark_table(folder) -> pd.DataFrame:
     """The ratios of every benchmarks/results/activation_speed_<device>.json against their
-    targets: one row per (file, ratio), with the machine it was measured on. Ratios reported
-    without a target get an empty target. No file: an empty table."""
+    targets: one row per (file, ratio), with the machine it was measured on and the ratio's 90%
+    interval over the timing rounds where the file has one. Ratios reported without a target get
+    an empty target. No file: an empty table."""
     rows = []
     for stem, data in _load_json_files(folder, "activation_speed_*.json").items():
         machine = machine_text(data.get("machine", {}))
         for name, entry in data.get("summary", {}).items():
-            if isinstance(entry, dict):
-                value, target = entry.get("value"), entry.get("target", "")
-                verdict = {True: "pass", False: "FAIL"}.get(entry.get("pass"), "")
-            else:
-                value, target, verdict = entry, "", ""
+            if not isinstance(entry, dict):
+                entry = {"value": entry}
+            value, interval = entry.get("value"), entry.get("interval")
             rows.append({"file": stem, "machine": machine, "ratio": name.replace("_", " "),
                          "value": None if value is None else round(float(value), 2),
-                         "target": target, "verdict": verdict})
-    return pd.DataFrame(rows, columns=["file", "machine", "ratio", "value", "target", "verdict"])
+                         "90% interval": ("" if not interval else
+                                          f"{interval[0]:.2f} to {interval[1]:.2f}"),
+                         "target": entry.get("target", ""),
+                         "verdict": {True: "pass", False: "FAIL"}.get(entry.get("pass"), "")})
+    return pd.DataFrame(rows, columns=["file", "machine", "ratio", "value", "90% interval",
+                                       "target", "verdict"])
 
 
 def launch_count_table(folder) -> pd.DataFrame | None:
