@@ -450,11 +450,7 @@ class _ClampAffineTraced(torch.autograd.Function):
         x, px = ctx.saved_tensors
         a, b, lo, hi = px.unbind(0)
         y = torch.addcmul(b, x, a)               # the forward's rounding: the same regions
-        # A tie (lo >= hi, a constant g) puts every element at hi: compared with hi = -inf,
-        # no y is below it.  Then three regions, from two compares (a NaN y is not below hi):
-        # at hi: not y < hi;  between: y < hi and y > lo;  at lo: y < hi and y <= lo.
-        hi_or_tie = torch.where(lo >= hi, float("-inf"), hi)
-        below_hi = y < hi_or_tie
+        below_hi, at_most_lo, tie = y < hi, y <= lo, lo >= hi   # at hi: not below hi, or a tie
         # Each mask that reads all of (x, a, b, lo, hi) has a single reader: inductor writes out
         # a quantity with several readers that reads more than four buffers, which, when grad
         # comes in another memory layout than x (torch.compile's CPU defaults), costs bool masks
@@ -463,18 +459,17 @@ class _ClampAffineTraced(torch.autograd.Function):
         grad_x = None
         if ctx.needs_input_grad[0]:
             u = y.clamp(lo, hi)                  # inductor reads the saved u here
-            # u > lo iff y > lo (where y < hi): grad_x reads u, its only reader (see above)
-            grad_x = torch.where((y < hi_or_tie) & (u > lo), grad, 0.0) * a
+            # (u > lo) adds nothing to the mask but makes grad_x a reader of u (see above)
+            grad_x = torch.where((below_hi & (u > lo)) & ~at_most_lo, grad, 0.0) * a
         grad_pieces = None
         if ctx.needs_input_grad[1]:
             acc = ctx.acc
             dims = [0, 2, 3] if ctx.per_channel else [0, 1, 2, 3]
-            between = below_hi & (y > lo)
             grad_pieces = torch.stack((
-                torch.where(between, grad * x, 0.0).sum(dims, dtype=acc),
-                torch.where(between, grad, 0.0).sum(dims, dtype=acc),
-                torch.where(below_hi & (y <= lo), grad, 0.0).sum(dims, dtype=acc),
-                torch.where(below_hi, 0.0, grad).sum(dims, dtype=acc)))
+                torch.where((at_most_lo | ~below_hi) | tie, 0.0, grad * x).sum(dims, dtype=acc),
+                torch.where((below_hi & ~at_most_lo) & ~tie, grad, 0.0).sum(dims, dtype=acc),
+                torch.where((at_most_lo & ~tie) & below_hi, grad, 0.0).sum(dims, dtype=acc),
+                torch.where(~below_hi | tie, grad, 0.0).sum(dims, dtype=acc)))
         return grad_x, grad_pieces
 
 
