@@ -40,7 +40,8 @@ import torch.nn as nn  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lslu.activations import LSLU, SeriesActivation, naive_series  # noqa: E402
 from lslu.models import build_model  # noqa: E402
-from lslu.timing import median_interval, round_robin, summarize  # noqa: E402
+from lslu.timing import (judge_ratio, paired_ratio, round_robin, summarize,  # noqa: E402
+                         worst_ratio)
 from lslu.train import compile_model, compile_options  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -111,16 +112,10 @@ def measure(fns: dict, reps: int, warmup: int):
     return {k: summarize(t) for k, t in times.items()}, times
 
 
-def paired(times: dict, numerator: str, denominator: str) -> tuple[float, list[float]]:
-    """numerator / denominator: the median of the per-round time ratios and its 90% bootstrap
-    interval over the rounds."""
-    iv = median_interval(times[numerator] / times[denominator])
-    return iv["median"], [iv["lo"], iv["hi"]]
-
-
 def ratio_fields(times: dict, name: str, numerator: str, denominator: str) -> dict:
-    value, interval = paired(times, numerator, denominator)
-    return {name: value, f"{name}_interval": interval}
+    """{name: ratio, name_interval: [lo, hi]} (lslu.timing.paired_ratio), for a result row."""
+    r = paired_ratio(times, numerator, denominator)
+    return {name: r["value"], f"{name}_interval": r["interval"]}
 
 
 def fwd_bwd(module, x, g):
@@ -278,20 +273,9 @@ def bench_training(device, dtype, reps, warmup, batch, compiled=False):
     return row
 
 
-def worst(rows: list, key: str, op: str) -> dict:
-    """The row whose ``key`` ratio is worst for a target ``op`` ("<=": largest, ">=": smallest),
-    as {"value", "interval"}."""
-    row = (max if op == "<=" else min)(rows, key=lambda r: r[key])
-    return {"value": row[key], "interval": row[f"{key}_interval"]}
-
-
 def verdict(name: str, rows: list, key: str) -> dict:
-    """The worst row's ratio against TARGETS[name]: judged on the ratio (the median of per-round
-    ratios); its 90% interval is kept beside it to show how firm the verdict is."""
-    op, target = TARGETS[name]
-    entry = worst(rows, key, op)
-    ok = entry["value"] <= target if op == "<=" else entry["value"] >= target
-    return {**entry, "target": f"{op} {target}", "pass": ok}
+    """The worst row's ratio against TARGETS[name] (lslu.timing.judge_ratio)."""
+    return judge_ratio(rows, key, *TARGETS[name])
 
 
 def main(argv=None):
@@ -339,16 +323,16 @@ def main(argv=None):
         "eager_naive_over_lslu": verdict("eager_naive_over_lslu", eager, "naive_over_lslu"),
         "deployed_latency_lslu_over_series": verdict("deployed_latency_lslu_over_series",
                                                      deployed, "lslu_over_series"),
-        "eager_per_channel_over_series_worst": worst(eager, "per_channel_over_series", "<="),
-        "training_lslu_over_series_images_per_s": worst(
+        "eager_per_channel_over_series_worst": worst_ratio(eager, "per_channel_over_series", "<="),
+        "training_lslu_over_series_images_per_s": worst_ratio(
             [training], "lslu_over_series_images_per_s", "<="),
     }
     if compiled:
         summary["compiled_lslu_over_series"] = verdict("compiled_lslu_over_series", compiled,
                                                        "lslu_over_series")
-        summary["compiled_inductor_default_lslu_over_series"] = worst(
+        summary["compiled_inductor_default_lslu_over_series"] = worst_ratio(
             compiled_default, "lslu_over_series", "<=")
-        summary["training_compiled_lslu_over_series_images_per_s"] = worst(
+        summary["training_compiled_lslu_over_series_images_per_s"] = worst_ratio(
             [training_compiled], "lslu_over_series_images_per_s", "<=")
 
     print("\nsummary (worst case over shapes and layouts; medians of per-round ratios, "

@@ -1,6 +1,6 @@
 """LSLU on a CUDA GPU: correctness against a float64 CPU reference, speed ratios, training speed.
 
-    python benchmarks/gpu_check.py                 # on a CUDA machine; about 2-4 minutes
+    python benchmarks/gpu_check.py                 # on a CUDA machine; about 5-8 minutes
     python benchmarks/gpu_check.py --no-compile    # skip torch.compile (faster)
     python benchmarks/gpu_check.py --smoke-cpu --out /tmp/gpu_check_smoke.json
                                                    # every part on the CPU, tiny sizes
@@ -10,12 +10,16 @@
    largest value, for the output and for the gradients of x, theta, omega and the conv weight;
    and the deployed module against the eval-mode train graph.
 2. speed, bf16, channels_last, eager and torch.compile, shapes (128,512,8,8) and
-   (64,128,32,32): forward+backward medians of LSLU, VanillaNet's series activation and the
-   naive 3n+1-pass series, interleaved in one process; the ratios of the CPU benchmark.
-3. training throughput of VanillaNet-5 (LSLU, and series for comparison) at 32 px on random
-   CIFAR-sized uint8 data kept on the GPU: a minimal self-contained loop (SGD with momentum,
-   bf16 autocast, channels_last, optional torch.compile); images/s and seconds per
+   (64,128,32,32): forward+backward of LSLU, VanillaNet's series activation and the naive
+   3n+1-pass series, interleaved in one process; the ratios of the CPU benchmark.
+3. training steps of VanillaNet-5, LSLU against the series activation, bf16 autocast,
+   channels_last, eager and compiled (as lslu.train compiles), at 32 px (batch 256) and 224 px
+   (batch 64), on random uint8 images kept on the GPU and normalised there: a minimal
+   self-contained loop (SGD with momentum), the two models' steps called in turn.  Step time
+   ratio LSLU / series: targets <= 1.10 eager and <= 1.03 compiled; images/s and seconds per
    50,000-image epoch.
+Every ratio is the median of the per-round ratios with a 90% bootstrap interval
+(lslu.timing.paired_ratio).
 
 Writes benchmarks/results/gpu_check.json.  Without CUDA it says so, runs the CPU-side parts
 (correctness of the CPU paths against float64, a two-step smoke run of the training loop) and
@@ -38,13 +42,17 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lslu.activations import LSLU, SeriesActivation, naive_series  # noqa: E402
 from lslu.models import build_model  # noqa: E402
-from lslu.timing import interleaved  # noqa: E402
+from lslu.timing import judge_ratio, paired_ratio, round_robin, summarize  # noqa: E402
 from lslu.train import compile_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = [(128, 512, 8, 8), (64, 128, 32, 32)]
 TARGETS = {"eager_lslu_over_series": ("<=", 1.25), "eager_naive_over_lslu": (">=", 1.30),
-           "compiled_lslu_over_series": ("<=", 1.05)}
+           "compiled_lslu_over_series": ("<=", 1.05),
+           "training_step_eager_lslu_over_series": ("<=", 1.10),
+           "training_step_compiled_lslu_over_series": ("<=", 1.03)}
+# (input size, batch, classes) of the training-step comparison
+TRAINING_CASES = [(32, 256, 100), (224, 64, 1000)]
 
 
 class NaiveSeriesLSLU(LSLU):
@@ -134,6 +142,11 @@ def correctness(device, dtypes) -> list:
 # ------------------------------------------------------------------------------------------
 # 2. speed ratios
 # ------------------------------------------------------------------------------------------
+def ratio_fields(times: dict, name: str, numerator: str, denominator: str) -> dict:
+    r = paired_ratio(times, numerator, denominator)
+    return {name: r["value"], f"{name}_interval": r["interval"]}
+
+
 def fwd_bwd(module, x, g):
     def step():
         xx = x.detach().requires_grad_()
@@ -154,11 +167,13 @@ def speed(device, dtype, shapes, reps, compile_too) -> dict:
             memory_format=torch.channels_last)
         with torch.no_grad():
             g = torch.randn_like(mods["series"](x))
-        res = interleaved({k: fwd_bwd(m, x, g) for k, m in mods.items()}, reps, 3)
+        times = round_robin({k: fwd_bwd(m, x, g) for k, m in mods.items()}, reps, 3)
+        res = {k: summarize(t) for k, t in times.items()}
         med = {k: v["median_ms"] for k, v in res.items()}
-        row = {"shape": list(shape), "ms": res, "lslu_over_series": med["lslu"] / med["series"],
-               "naive_over_lslu": med["naive"] / med["lslu"],
-               "per_channel_over_series": med["lslu_per_channel"] / med["series"]}
+        row = {"shape": list(shape), "ms": res,
+               **ratio_fields(times, "lslu_over_series", "lslu", "series"),
+               **ratio_fields(times, "naive_over_lslu", "naive", "lslu"),
+               **ratio_fields(times, "per_channel_over_series", "lslu_per_channel", "series")}
         out["eager"].append(row)
         print(f"eager    {str(shape):18s} " + "  ".join(f"{k} {v:.3f} ms" for k, v in med.items())
               + f" | lslu/series {row['lslu_over_series']:.3f} naive/lslu "
@@ -172,10 +187,11 @@ def speed(device, dtype, shapes, reps, compile_too) -> dict:
                 fwd_bwd(m, x, g)()
                 sync(device)
                 first[k] = time.perf_counter() - t
-            res = interleaved({k: fwd_bwd(m, x, g) for k, m in comp.items()}, reps, 3)
+            times = round_robin({k: fwd_bwd(m, x, g) for k, m in comp.items()}, reps, 3)
+            res = {k: summarize(t) for k, t in times.items()}
             med = {k: v["median_ms"] for k, v in res.items()}
             row = {"shape": list(shape), "ms": res, "first_call_s": first,
-                   "lslu_over_series": med["lslu"] / med["series"]}
+                   **ratio_fields(times, "lslu_over_series", "lslu", "series")}
             out["compiled"].append(row)
             print(f"compiled {str(shape):18s} " + "  ".join(f"{k} {v:.3f} ms" for k, v in
                                                              med.items())
@@ -184,25 +200,27 @@ def speed(device, dtype, shapes, reps, compile_too) -> dict:
 
 
 # ------------------------------------------------------------------------------------------
-# 3. training throughput (a minimal loop, independent of the project's trainer)
+# 3. training steps (a minimal loop, independent of the project's trainer)
 # ------------------------------------------------------------------------------------------
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 
 
-def train_throughput(device, model_name, activation, batch, steps, warmup, use_compile,
-                     amp_dtype, pool=4096) -> dict:
+def make_training_step(device, model_name, activation, size, batch, classes, use_compile,
+                       amp_dtype, pool=1024):
+    """One SGD step of ``model_name`` on a random batch of a uint8 image pool kept on the device,
+    normalised there, channels_last, under ``amp_dtype`` autocast; returns step() -> loss."""
     torch.manual_seed(0)
-    data = torch.randint(0, 256, (pool, 3, 32, 32), dtype=torch.uint8, device=device)
-    labels = torch.randint(0, 10, (pool,), device=device)
+    data = torch.randint(0, 256, (pool, 3, size, size), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, classes, (pool,), device=device)
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1) * 255
-    model = build_model(model_name, 10, activation=activation).to(device).to(
+    model = build_model(model_name, classes, activation=activation).to(device).to(
         memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-5)
     fwd = compile_model(model, device) if use_compile else model
 
-    def step(i):
+    def step():
         idx = torch.randint(0, pool, (batch,), device=device)
         x = ((data[idx].float() - mean) / std).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -211,67 +229,78 @@ def train_throughput(device, model_name, activation, batch, steps, warmup, use_c
         loss.backward()
         opt.step()
         return loss
-
-    t = time.perf_counter()
-    for i in range(warmup):
-        step(i)
-    sync(device)
-    warm_s = time.perf_counter() - t
-    t = time.perf_counter()
-    for i in range(steps):
-        loss = step(i)
-    sync(device)
-    elapsed = time.perf_counter() - t
-    ips = batch * steps / elapsed
-    row = {"model": model_name, "activation": activation, "batch": batch, "steps": steps,
-           "compile": use_compile, "amp": str(amp_dtype), "images_per_s": ips,
-           "seconds_per_50k_epoch": 50000 / ips, "warmup_s": warm_s,
-           "final_loss": loss.item()}
-    print(f"training {model_name} {activation:8s} compile={use_compile!s:5s} batch {batch}: "
-          f"{ips:9.0f} images/s, {50000 / ips:6.1f} s per 50k epoch (warm-up {warm_s:.1f} s)",
-          flush=True)
-    return row
+    return step
 
 
-def verdict(name, value):
-    op, target = TARGETS[name]
-    return {"value": value, "target": f"{op} {target}",
-            "pass": value <= target if op == "<=" else value >= target}
+def training_steps(device, model_name, cases, reps, warmup, compiled, amp_dtype,
+                   pool=1024) -> list:
+    """Per (size, batch, classes): LSLU's and the series' training steps called in turn (first
+    calls, where compiling happens, untimed and reported); step times, images/s, the time ratio
+    LSLU / series with its interval."""
+    rows = []
+    for size, batch, classes in cases:
+        torch._dynamo.reset()
+        steps, first_call_s = {}, {}
+        for act in ("series", "lslu"):
+            steps[act] = make_training_step(device, model_name, act, size, batch, classes,
+                                            compiled, amp_dtype, pool)
+            t = time.perf_counter()
+            steps[act]()
+            sync(device)
+            first_call_s[act] = time.perf_counter() - t
+        times = round_robin(steps, reps, warmup)
+        res = {k: summarize(t) for k, t in times.items()}
+        ips = {k: batch / (v["median_ms"] / 1e3) for k, v in res.items()}
+        row = {"model": model_name, "size": size, "batch": batch, "classes": classes,
+               "compiled": compiled, "amp": str(amp_dtype), "ms_per_step": res,
+               "first_call_s": first_call_s, "images_per_s": ips,
+               "seconds_per_50k_images": {k: 50000 / v for k, v in ips.items()},
+               **ratio_fields(times, "lslu_over_series", "lslu", "series")}
+        rows.append(row)
+        lo, hi = row["lslu_over_series_interval"]
+        print(f"training {model_name} {size:3d} px batch {batch:3d} compiled={compiled!s:5s} "
+              f"images/s: series {ips['series']:9.0f}  lslu {ips['lslu']:9.0f}  | step time "
+              f"lslu/series {row['lslu_over_series']:.3f} [{lo:.3f}, {hi:.3f}]", flush=True)
+    return rows
+
+
+def verdict(name: str, rows: list, key: str = "lslu_over_series") -> dict:
+    """The worst row's ratio against TARGETS[name] (lslu.timing.judge_ratio)."""
+    return judge_ratio(rows, key, *TARGETS[name])
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-compile", action="store_true", help="skip every torch.compile run")
-    ap.add_argument("--reps", type=int, default=25)
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--budget-s", type=float, default=270.0,
-                    help="skip the remaining (compiled) runs once this much time has passed")
+    ap.add_argument("--reps", type=int, default=25, help="timed rounds of the activation speed")
+    ap.add_argument("--train-reps", type=int, default=30, help="timed rounds of training steps")
+    ap.add_argument("--budget-s", type=float, default=420.0,
+                    help="skip the remaining compiled training cases once this much time passed")
     ap.add_argument("--out", type=Path, default=RESULTS / "gpu_check.json")
     ap.add_argument("--smoke-cpu", action="store_true",
                     help="run every part on the CPU with tiny sizes (checks the script itself)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    shapes, model_name = SHAPES, "vanillanet_5"
+    shapes, model_name, cases, pool = SHAPES, "vanillanet_5", TRAINING_CASES, 1024
 
     if args.smoke_cpu:
         torch.set_num_threads(1)
         device = torch.device("cpu")
-        shapes, model_name = [(4, 16, 8, 8)], "vanillanet_5_x0_25"
-        args.reps, args.batch, args.steps = 2, 8, 2
+        shapes, model_name, cases, pool = [(4, 16, 8, 8)], "vanillanet_5_x0_25", \
+            [(32, 4, 10), (64, 2, 10)], 16
+        args.reps, args.train_reps = 2, 2
     elif not torch.cuda.is_available():
         print("No CUDA device: benchmarks/gpu_check.py is meant for a GPU machine.\n"
               "Running its CPU-side parts only (correctness of the CPU paths against float64, "
-              "a two-step smoke run of the training loop); nothing is written.", flush=True)
+              "a smoke run of the training steps); nothing is written.", flush=True)
         cpu = torch.device("cpu")
         torch.set_num_threads(1)  # small tensors; avoids OpenMP spin-waits on busy machines
         rows = correctness(cpu, [torch.float32, torch.bfloat16])
-        train_throughput(cpu, "vanillanet_5_x0_25", "lslu", batch=8, steps=2, warmup=1,
-                         use_compile=False, amp_dtype=torch.bfloat16, pool=64)
+        training_steps(cpu, "vanillanet_5_x0_25", [(32, 4, 10)], 1, 1, False, torch.bfloat16,
+                       pool=16)
         ok = all(r["pass"] for r in rows)
         print(f"CPU-side parts {'passed' if ok else 'FAILED'}; no GPU results.")
         return 0 if ok else 1
-
     else:
         device = torch.device("cuda")
         torch.backends.cudnn.benchmark = True
@@ -286,42 +315,43 @@ def main(argv=None):
     result["speed_bf16_channels_last"] = speed(device, torch.bfloat16, shapes, args.reps,
                                                compile_too=not args.no_compile)
     warmup = 1 if args.smoke_cpu else 5
-    training = [train_throughput(device, model_name, act, args.batch, args.steps, warmup, False,
-                                 torch.bfloat16) for act in ("lslu", "series")]
+    eager_steps = training_steps(device, model_name, cases, args.train_reps, warmup, False,
+                                 torch.bfloat16, pool)
+    compiled_steps = []
     if not args.no_compile:
-        for act in ("lslu", "series"):
+        for case in cases:
             if time.perf_counter() - t0 > args.budget_s:
-                print(f"time budget ({args.budget_s:.0f} s) reached: compiled training of "
-                      f"{act} skipped", flush=True)
+                print(f"time budget ({args.budget_s:.0f} s) reached: compiled training steps at "
+                      f"{case[0]} px skipped", flush=True)
                 continue
-            training.append(train_throughput(device, model_name, act, args.batch,
-                                             args.steps, warmup, True, torch.bfloat16))
-    result["training_32px"] = training
+            compiled_steps += training_steps(device, model_name, [case], args.train_reps,
+                                             warmup, True, torch.bfloat16, pool)
+    result["training_steps"] = {"eager": eager_steps, "compiled": compiled_steps}
 
     speed_rows = result["speed_bf16_channels_last"]
     summary = {
         "correctness_pass": all(r["pass"] for r in result["correctness"]),
-        "eager_lslu_over_series": verdict("eager_lslu_over_series",
-                                          max(r["lslu_over_series"] for r in speed_rows["eager"])),
-        "eager_naive_over_lslu": verdict("eager_naive_over_lslu",
-                                         min(r["naive_over_lslu"] for r in speed_rows["eager"])),
+        "eager_lslu_over_series": verdict("eager_lslu_over_series", speed_rows["eager"]),
+        "eager_naive_over_lslu": verdict("eager_naive_over_lslu", speed_rows["eager"],
+                                         "naive_over_lslu"),
+        "training_step_eager_lslu_over_series": verdict("training_step_eager_lslu_over_series",
+                                                        eager_steps),
     }
     if speed_rows["compiled"]:
-        summary["compiled_lslu_over_series"] = verdict(
-            "compiled_lslu_over_series",
-            max(r["lslu_over_series"] for r in speed_rows["compiled"]))
-    by = {(r["activation"], r["compile"]): r for r in training}
-    for compiled in (False, True):
-        if ("lslu", compiled) in by and ("series", compiled) in by:
-            summary[f"training_lslu_over_series_images_per_s{'_compiled' if compiled else ''}"] \
-                = by[("lslu", compiled)]["images_per_s"] / by[("series", compiled)]["images_per_s"]
+        summary["compiled_lslu_over_series"] = verdict("compiled_lslu_over_series",
+                                                       speed_rows["compiled"])
+    if compiled_steps:
+        summary["training_step_compiled_lslu_over_series"] = verdict(
+            "training_step_compiled_lslu_over_series", compiled_steps)
+        summary["training_step_compiled_cases"] = [r["size"] for r in compiled_steps]
     result["summary"] = summary
     result["total_s"] = time.perf_counter() - t0
-    print("\nsummary")
+    print("\nsummary (worst case over shapes / input sizes; medians of per-round ratios, 90% "
+          "intervals)")
     for k, v in summary.items():
         if isinstance(v, dict):
-            print(f"  {k:45s} {v['value']:.3f} target {v['target']} "
-                  f"{'PASS' if v['pass'] else 'FAIL'}")
+            print(f"  {k:45s} {v['value']:.3f} [{v['interval'][0]:.3f}, {v['interval'][1]:.3f}] "
+                  f"target {v['target']} {'PASS' if v['pass'] else 'FAIL'}")
         else:
             print(f"  {k:45s} {v}")
     print(f"total {result['total_s']:.0f} s")

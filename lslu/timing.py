@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 __all__ = ["round_robin", "interleaved", "summarize", "ratio_interval", "median_interval",
-           "speed_verdict"]
+           "paired_ratio", "worst_ratio", "judge_ratio", "speed_verdict"]
 
 
 def round_robin(fns: dict[str, Callable[[], object]], repeats: int,
@@ -99,6 +99,35 @@ def median_interval(values, confidence: float = 0.9, resamples: int = 2000,
     lo, hi = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
     return {"median": float(np.median(v)), "lo": float(lo), "hi": float(hi),
             "confidence": confidence, "n": int(v.size)}
+
+
+def paired_ratio(times: dict, numerator: str, denominator: str,
+                 confidence: float = 0.9) -> dict:
+    """times[numerator] / times[denominator] for round_robin's times: the median of the per-round
+    time ratios (the calls of one round share the machine's load, so drift between rounds cancels)
+    with its ``confidence`` bootstrap interval over the rounds. Returns {"value", "interval"}."""
+    iv = median_interval(np.asarray(times[numerator], dtype=float)
+                         / np.asarray(times[denominator], dtype=float), confidence)
+    return {"value": iv["median"], "interval": [iv["lo"], iv["hi"]]}
+
+
+def worst_ratio(rows: list, key: str, op: str) -> dict:
+    """Of ``rows`` (dicts holding ``key`` and ``key + "_interval"``), the worst ratio for a target
+    ``op``: the largest for "<=", the smallest for ">=". Returns {"value", "interval"}."""
+    if op not in ("<=", ">="):
+        raise ValueError(f"op must be '<=' or '>=', got {op!r}")
+    if not rows:
+        raise ValueError(f"no rows to take the worst {key!r} of")
+    row = (max if op == "<=" else min)(rows, key=lambda r: r[key])
+    return {"value": row[key], "interval": row[f"{key}_interval"]}
+
+
+def judge_ratio(rows: list, key: str, op: str, target: float) -> dict:
+    """worst_ratio against a target, judged on the ratio itself; the interval stays beside it to
+    show how firm the verdict is. Returns {"value", "interval", "target", "pass"}."""
+    entry = worst_ratio(rows, key, op)
+    ok = entry["value"] <= target if op == "<=" else entry["value"] >= target
+    return {**entry, "target": f"{op} {target}", "pass": bool(ok)}
 
 
 def speed_verdict(lo: float, hi: float, name: str = "LSLU", other: str = "series") -> str:

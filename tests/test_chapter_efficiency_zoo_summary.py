@@ -107,15 +107,22 @@ def test_benchmark_tables(tmp_path):
         "summary": {"eager_lslu_over_series": {"value": 1.0712, "interval": [1.0512, 1.0889],
                                                "target": "<= 1.25", "pass": True},
                     "training_ratio": 0.998}}))
-    (tmp_path / "gpu_check.json").write_text(json.dumps({"device": "H200",
-                                                         "checks": {"deploy_error": 1.234567e-6}}))
+    (tmp_path / "gpu_check.json").write_text(json.dumps({
+        "machine": {"gpu": "NVIDIA H200"}, "correctness": [{"pass": True}],
+        "summary": {"correctness_pass": True,
+                    "training_step_eager_lslu_over_series": {
+                        "value": 1.1234, "interval": [1.101, 1.142], "target": "<= 1.1",
+                        "pass": False}}}))
     speed = efficiency.speed_benchmark_table(tmp_path)
     assert list(speed["value"]) == [1.07, 1.0]
     assert list(speed["verdict"]) == ["pass", ""]
     assert list(speed["90% interval"]) == ["1.05 to 1.09", ""]
     assert speed["machine"].iloc[0] == "cpu: Test CPU, 2 cores, 2 threads"
-    gpu = efficiency.gpu_check_table(tmp_path).set_index("entry")["value"]
-    assert gpu["device"] == "H200" and gpu["checks.deploy_error"] == "1.23e-06"
+    gpu = efficiency.gpu_check_table(tmp_path).set_index("ratio")
+    assert gpu.loc["correctness pass", "value"] is True
+    step = gpu.loc["training step eager lslu over series"]
+    assert (step["value"], step["90% interval"], step["verdict"]) == (1.12, "1.10 to 1.14", "FAIL")
+    assert step["machine"] == "cuda: NVIDIA H200"
     with pytest.raises(ValueError, match="does not exist"):
         efficiency.speed_benchmark_table(tmp_path / "missing")
 

@@ -61,3 +61,30 @@ def test_median_interval_brackets_the_median():
     assert r["median"] == pytest.approx(1.0) and r["lo"] <= 1.0 <= r["hi"] < 1.1
     with pytest.raises(ValueError, match="non-empty"):
         timing.median_interval([])
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    # round 3 ran under load for both functions: every round's ratio is 1.1, while the ratio of
+    # the medians (2.2 / 2.0 here, but any value once load shifts the middle) ignores the pairing
+    times = {"lslu": np.array([1.1, 2.2, 22.0, 1.21, 2.2]),
+             "series": np.array([1.0, 2.0, 20.0, 1.1, 2.0])}
+    r = timing.paired_ratio(times, "lslu", "series")
+    assert r["value"] == pytest.approx(1.1)
+    assert r["interval"] == pytest.approx([1.1, 1.1])
+    slower = timing.paired_ratio({"a": np.array([2.0, 2.2, 1.8]), "b": np.ones(3)}, "a", "b")
+    assert slower["value"] == pytest.approx(2.0)
+    assert slower["interval"][0] <= 2.0 <= slower["interval"][1]
+
+
+def test_worst_ratio_and_judge_ratio_take_the_worst_row_for_the_target():
+    rows = [{"r": 1.2, "r_interval": [1.1, 1.3]}, {"r": 0.9, "r_interval": [0.8, 1.0]}]
+    assert timing.worst_ratio(rows, "r", "<=") == {"value": 1.2, "interval": [1.1, 1.3]}
+    assert timing.worst_ratio(rows, "r", ">=") == {"value": 0.9, "interval": [0.8, 1.0]}
+    assert timing.judge_ratio(rows, "r", "<=", 1.25)["pass"] is True
+    assert timing.judge_ratio(rows, "r", "<=", 1.1) == {"value": 1.2, "interval": [1.1, 1.3],
+                                                         "target": "<= 1.1", "pass": False}
+    assert timing.judge_ratio(rows, "r", ">=", 1.0)["pass"] is False
+    with pytest.raises(ValueError, match="op"):
+        timing.worst_ratio(rows, "r", "<")
+    with pytest.raises(ValueError, match="no rows"):
+        timing.worst_ratio([], "r", "<=")

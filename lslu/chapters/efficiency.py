@@ -206,26 +206,37 @@ def machine_text(machine: dict) -> str:
     return f"{machine.get('device', 'cpu')}: " + ", ".join(parts)
 
 
+def _summary_rows(stem: str, data: dict) -> list[dict]:
+    """A benchmark file's summary as table rows: per entry its value (floats to 2 decimals), its
+    90% interval where it has one, its target and verdict where it has one."""
+    machine = machine_text(data.get("machine", {}))
+    rows = []
+    for name, entry in data.get("summary", {}).items():
+        if not isinstance(entry, dict):
+            entry = {"value": entry}
+        value, interval = entry.get("value"), entry.get("interval")
+        if isinstance(value, float):
+            value = round(value, 2)
+        rows.append({"file": stem, "machine": machine, "ratio": name.replace("_", " "),
+                     "value": value,
+                     "90% interval": ("" if not interval else
+                                      f"{interval[0]:.2f} to {interval[1]:.2f}"),
+                     "target": entry.get("target", ""),
+                     "verdict": {True: "pass", False: "FAIL"}.get(entry.get("pass"), "")})
+    return rows
+
+
+SUMMARY_COLUMNS = ["file", "machine", "ratio", "value", "90% interval", "target", "verdict"]
+
+
 def speed_benchmark_table(folder) -> pd.DataFrame:
     """The ratios of every benchmarks/results/activation_speed_<device>.json against their
     targets: one row per (file, ratio), with the machine it was measured on and the ratio's 90%
     interval over the timing rounds where the file has one. Ratios reported without a target get
     an empty target. No file: an empty table."""
-    rows = []
-    for stem, data in _load_json_files(folder, "activation_speed_*.json").items():
-        machine = machine_text(data.get("machine", {}))
-        for name, entry in data.get("summary", {}).items():
-            if not isinstance(entry, dict):
-                entry = {"value": entry}
-            value, interval = entry.get("value"), entry.get("interval")
-            rows.append({"file": stem, "machine": machine, "ratio": name.replace("_", " "),
-                         "value": None if value is None else round(float(value), 2),
-                         "90% interval": ("" if not interval else
-                                          f"{interval[0]:.2f} to {interval[1]:.2f}"),
-                         "target": entry.get("target", ""),
-                         "verdict": {True: "pass", False: "FAIL"}.get(entry.get("pass"), "")})
-    return pd.DataFrame(rows, columns=["file", "machine", "ratio", "value", "90% interval",
-                                       "target", "verdict"])
+    rows = [row for stem, data in _load_json_files(folder, "activation_speed_*.json").items()
+            for row in _summary_rows(stem, data)]
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 def launch_count_table(folder) -> pd.DataFrame | None:
@@ -248,25 +259,14 @@ def launch_count_table(folder) -> pd.DataFrame | None:
 
 
 def gpu_check_table(folder) -> pd.DataFrame | None:
-    """benchmarks/results/gpu_check.json as a table of its top-level entries (nested dicts
-    flattened to 'a.b' keys, numbers rounded to 3 significant digits); None if the file does
-    not exist (the check has not been run on a GPU yet)."""
+    """benchmarks/results/gpu_check.json's summary (benchmarks/gpu_check.py) as the speed table
+    shows activation_speed's: correctness, activation and training-step ratios with their
+    intervals, targets and verdicts; None if the file does not exist (the check has not been run
+    on a GPU yet). The file itself holds every measurement."""
     files = _load_json_files(folder, "gpu_check.json")
     if not files:
         return None
-    rows = []
-
-    def walk(prefix, value):
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        else:
-            if isinstance(value, float):
-                value = float(f"{value:.3g}")
-            rows.append({"entry": prefix, "value": str(value)})
-
-    walk("", files["gpu_check"])
-    return pd.DataFrame(rows)
+    return pd.DataFrame(_summary_rows("gpu_check", files["gpu_check"]), columns=SUMMARY_COLUMNS)
 
 
 def check_efficiency_parameters(model: str, num_classes: int, act_num: int, input_sizes,
