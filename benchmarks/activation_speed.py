@@ -10,8 +10,9 @@ Ratios and targets (issue "Speed"; worst case over the shapes and memory layouts
   eager  forward+backward  naive / LSLU         >= 1.30
   compiled (torch.compile) LSLU / series        <= 1.05   (compiled as lslu.train compiles)
   deployed VanillaNet-5 batch-1 latency  LSLU / series <= 1.05
-and, reported without a target: per-channel LSLU, the compiled ratio with torch.compile's default
-inductor options, training images/s of vanillanet_5_x0_25 (eager and compiled).
+and, reported without a target: per-channel LSLU, the elementwise g alone (fwd+bwd, without the
+depthwise conv and BN that dominate the module's time), the compiled ratio with torch.compile's
+default inductor options, training images/s of vanillanet_5_x0_25 (eager and compiled).
 
     python benchmarks/activation_speed.py             # full run (about 5 minutes on 2 CPU cores)
     python benchmarks/activation_speed.py --quick     # a smoke run (seconds; results not written)
@@ -143,13 +144,21 @@ def bench_eager(device, dtype, reps, warmup, shapes, layouts):
             x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=fmt)
             with torch.no_grad():
                 g = torch.randn_like(mods["series"](x))
-            res, times = measure({k: fwd_bwd(m, x, g) for k, m in mods.items()}, reps, warmup)
+            fns = {k: fwd_bwd(m, x, g) for k, m in mods.items()}
+            # the elementwise g alone (no conv, no BN): the part the activation's code decides
+            fns.update({f"{k}_elementwise": fwd_bwd(mods[k].elementwise, x, x)
+                        for k in ("series", "lslu", "naive")})
+            res, times = measure(fns, reps, warmup)
             med = {k: v["median_ms"] for k, v in res.items()}
             rows.append({"shape": list(shape), "layout": layout, "ms": res,
                          **ratio_fields(times, "lslu_over_series", "lslu", "series"),
                          **ratio_fields(times, "naive_over_lslu", "naive", "lslu"),
                          **ratio_fields(times, "per_channel_over_series", "lslu_per_channel",
-                                        "series")})
+                                        "series"),
+                         **ratio_fields(times, "elementwise_lslu_over_series",
+                                        "lslu_elementwise", "series_elementwise"),
+                         **ratio_fields(times, "elementwise_naive_over_lslu",
+                                        "naive_elementwise", "lslu_elementwise")})
             print_row("eager", shape, layout, med, rows[-1])
     return rows
 
@@ -205,7 +214,8 @@ def bench_deployed(device, dtype, reps, warmup, sizes, instances=4):
     activation built one after the other differ by up to 5% here (measured: where their ~60 MB
     of weights land in memory), more than the LSLU elementwise costs, so ``instances`` models of
     each are built in alternation and all are called in turn: a round's time of an activation is
-    the mean over its instances."""
+    the mean over its instances, and the ratio's interval resamples instances as well as rounds
+    (lslu.timing.paired_ratio)."""
     fmt = torch.channels_last
     rows = []
     models = {(a, k): deployed_model(a, device, dtype, fmt)
@@ -220,9 +230,9 @@ def bench_deployed(device, dtype, reps, warmup, sizes, instances=4):
                     m(x)
             return f
         per_model = round_robin({key: run(m) for key, m in models.items()}, reps, warmup)
-        times = {a: np.mean([t for (act, _), t in per_model.items() if act == a], axis=0)
-                 for a in ("series", "lslu")}
-        res = {a: summarize(t) for a, t in times.items()}
+        times = {a: np.stack([per_model[(a, k)] for k in range(instances)])
+                 for a in ("series", "lslu")}             # (instances, rounds)
+        res = {a: summarize(t.mean(0)) for a, t in times.items()}
         med = {k: v["median_ms"] for k, v in res.items()}
         rows.append({"model": "vanillanet_5", "batch": 1, "size": size, "instances": instances,
                      "ms": res, "instance_median_ms": {
@@ -324,6 +334,10 @@ def main(argv=None):
         "deployed_latency_lslu_over_series": verdict("deployed_latency_lslu_over_series",
                                                      deployed, "lslu_over_series"),
         "eager_per_channel_over_series_worst": worst_ratio(eager, "per_channel_over_series", "<="),
+        "eager_elementwise_lslu_over_series_worst": worst_ratio(
+            eager, "elementwise_lslu_over_series", "<="),
+        "eager_elementwise_naive_over_lslu_worst": worst_ratio(
+            eager, "elementwise_naive_over_lslu", ">="),
         "training_lslu_over_series_images_per_s": worst_ratio(
             [training], "lslu_over_series_images_per_s", "<="),
     }

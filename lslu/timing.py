@@ -5,8 +5,9 @@ called round-robin (one call each, in turn) and only their ratio, measured side 
 reported. Each call is timed with ``_clock``: the GPU is synchronised before the time is read
 (CUDA work is asynchronous), as torch.utils.benchmark's timer does. Its ``Timer`` class does not
 fit: every ``timeit`` call first runs the statement twice untimed, which would break the turns.
-Spread: a ratio's interval comes from a bootstrap over the rounds, resampled in pairs (the calls
-of one round shared its load), and a verdict "faster"/"slower" is given only when that interval
+Spread: a ratio is the median of the per-round ratios (the calls of one round shared its load),
+its interval a bootstrap over the rounds (and over copies, where several copies of each thing
+were timed: paired_ratio), and a verdict "faster"/"slower" is given only when that interval
 excludes 1.
 """
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["round_robin", "interleaved", "summarize", "ratio_interval", "median_interval",
-           "paired_ratio", "worst_ratio", "judge_ratio", "speed_verdict"]
+__all__ = ["round_robin", "interleaved", "summarize", "median_interval", "paired_ratio",
+           "worst_ratio", "judge_ratio", "speed_verdict"]
 
 
 def round_robin(fns: dict[str, Callable[[], object]], repeats: int,
@@ -67,25 +68,6 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int 
     return {k: summarize(t) for k, t in round_robin(fns, repeats, warmup).items()}
 
 
-def ratio_interval(numerator, denominator, confidence: float = 0.9, resamples: int = 2000,
-                   seed: int = 0) -> dict:
-    """median(numerator) / median(denominator) with a ``confidence`` bootstrap interval.
-
-    The two series are times of the same round-robin rounds (same length): rounds are resampled
-    in pairs. Returns {"ratio", "lo", "hi", "confidence", "rounds"}."""
-    a, b = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
-    if a.ndim != 1 or a.shape != b.shape or a.size == 0:
-        raise ValueError(f"ratio_interval needs two 1-d series of the same rounds, got shapes "
-                         f"{a.shape} and {b.shape}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    idx = np.random.default_rng(seed).integers(0, a.size, size=(resamples, a.size))
-    boot = np.median(a[idx], axis=1) / np.median(b[idx], axis=1)
-    lo, hi = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return {"ratio": float(np.median(a) / np.median(b)), "lo": float(lo), "hi": float(hi),
-            "confidence": confidence, "rounds": int(a.size)}
-
-
 def median_interval(values, confidence: float = 0.9, resamples: int = 2000,
                     seed: int = 0) -> dict:
     """Median of ``values`` (e.g. per-round time ratios) with a ``confidence`` bootstrap interval.
@@ -101,14 +83,35 @@ def median_interval(values, confidence: float = 0.9, resamples: int = 2000,
             "confidence": confidence, "n": int(v.size)}
 
 
-def paired_ratio(times: dict, numerator: str, denominator: str,
-                 confidence: float = 0.9) -> dict:
-    """times[numerator] / times[denominator] for round_robin's times: the median of the per-round
-    time ratios (the calls of one round share the machine's load, so drift between rounds cancels)
-    with its ``confidence`` bootstrap interval over the rounds. Returns {"value", "interval"}."""
-    iv = median_interval(np.asarray(times[numerator], dtype=float)
-                         / np.asarray(times[denominator], dtype=float), confidence)
-    return {"value": iv["median"], "interval": [iv["lo"], iv["hi"]]}
+def paired_ratio(times: dict, numerator: str, denominator: str, confidence: float = 0.9,
+                 resamples: int = 2000, seed: int = 0) -> dict:
+    """times[numerator] / times[denominator] from round_robin's times: the median over rounds of
+    the per-round time ratio (the calls of one round share the machine's load, so drift between
+    rounds cancels), with a ``confidence`` bootstrap interval.
+
+    Each entry is a series over rounds, or an array (copies, rounds): several copies of each
+    thing timed in the same rounds (copies of one model built one after the other run up to 5%
+    apart on a CPU: where their memory lies), a round's time being the mean over copies; the
+    bootstrap then resamples copies (in pairs) as well as rounds, so the interval holds that
+    spread too. Returns {"value", "interval"}."""
+    a = np.asarray(times[numerator], dtype=float)
+    b = np.asarray(times[denominator], dtype=float)
+    if a.ndim == 1 and b.ndim == 1:
+        a, b = a[None], b[None]
+    if a.ndim != 2 or a.shape != b.shape or a.size == 0:
+        raise ValueError(f"paired_ratio needs two series (rounds,) or arrays (copies, rounds) of "
+                         f"the same rounds, got shapes {a.shape} and {b.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    copies, rounds = a.shape
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, copies, size=(resamples, copies))[:, :, None]
+    boot_a = np.take_along_axis(a[None], pick, axis=1).mean(1)    # (resamples, rounds)
+    boot_b = np.take_along_axis(b[None], pick, axis=1).mean(1)
+    rows = rng.integers(0, rounds, size=(resamples, rounds))
+    boot = np.median(np.take_along_axis(boot_a / boot_b, rows, axis=1), axis=1)
+    lo, hi = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return {"value": float(np.median(a.mean(0) / b.mean(0))), "interval": [float(lo), float(hi)]}
 
 
 def worst_ratio(rows: list, key: str, op: str) -> dict:

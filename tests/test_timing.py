@@ -18,9 +18,9 @@ def test_round_robin_measures_the_slower_function_as_slower():
     import time
     times = timing.round_robin({"fast": lambda: None, "slow": lambda: time.sleep(0.01)},
                                repeats=5, warmup=0)
-    r = timing.ratio_interval(times["slow"], times["fast"])
-    assert r["lo"] > 1
-    assert timing.speed_verdict(r["lo"], r["hi"], "slow", "fast") == "slow slower than fast"
+    r = timing.paired_ratio(times, "slow", "fast")
+    assert r["interval"][0] > 1
+    assert timing.speed_verdict(*r["interval"], "slow", "fast") == "slow slower than fast"
 
 
 @pytest.mark.parametrize("kwargs", [{"fns": {}}, {"fns": {"a": 1}}, {"repeats": 0},
@@ -31,21 +31,33 @@ def test_round_robin_rejects_bad_settings(kwargs):
         timing.round_robin(**args)
 
 
-def test_ratio_interval_gives_a_verdict_only_when_it_excludes_one():
+def test_paired_ratio_gives_a_verdict_only_when_it_excludes_one():
     rng = np.random.default_rng(0)
     base = 1 + 0.3 * rng.random(40)
     noise = 1 + 0.3 * rng.random(40)
-    same = timing.ratio_interval(noise, base)
-    assert same["lo"] < 1 < same["hi"]
-    assert timing.speed_verdict(same["lo"], same["hi"]) == \
-        "no difference measurable at this precision"
-    faster = timing.ratio_interval(0.5 * base, base)
-    assert faster["ratio"] == pytest.approx(0.5) and faster["hi"] < 1
-    assert timing.speed_verdict(faster["lo"], faster["hi"]) == "LSLU faster than series"
+    same = timing.paired_ratio({"a": noise, "b": base}, "a", "b")
+    assert same["interval"][0] < 1 < same["interval"][1]
+    assert timing.speed_verdict(*same["interval"]) == "no difference measurable at this precision"
+    faster = timing.paired_ratio({"a": 0.5 * base, "b": base}, "a", "b")
+    assert faster["value"] == pytest.approx(0.5) and faster["interval"][1] < 1
+    assert timing.speed_verdict(*faster["interval"]) == "LSLU faster than series"
     with pytest.raises(ValueError, match="same rounds"):
-        timing.ratio_interval([1.0, 2.0], [1.0])
+        timing.paired_ratio({"a": [1.0, 2.0], "b": [1.0]}, "a", "b")
     with pytest.raises(ValueError, match="confidence"):
-        timing.ratio_interval([1.0], [1.0], confidence=1.5)
+        timing.paired_ratio({"a": [1.0], "b": [1.0]}, "a", "b", confidence=1.5)
+
+
+def test_paired_ratio_over_copies_holds_their_spread():
+    # copies x rounds: the copies of "a" differ by +-10% (where they lie in memory), the rounds
+    # agree; the ratio is that of the means, and the interval covers the copies' spread
+    rounds = np.ones(20)
+    a = np.stack([1.1 * rounds, 0.9 * rounds, 1.0 * rounds])
+    b = np.stack([rounds, rounds, rounds])
+    r = timing.paired_ratio({"a": a, "b": b}, "a", "b")
+    assert r["value"] == pytest.approx(1.0)
+    assert r["interval"][0] < 0.97 and r["interval"][1] > 1.03
+    one_copy = timing.paired_ratio({"a": a[:1], "b": b[:1]}, "a", "b")
+    assert one_copy["interval"] == pytest.approx([1.1, 1.1])   # one copy: no spread to see
 
 
 def test_summarize_reports_milliseconds_in_order():

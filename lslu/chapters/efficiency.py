@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from ..models import VANILLANET_MODELS, VanillaNet, build_model, count_parameters
 from ..train import count_flops, resolve_device
 from ..paper import paper_text
-from ..timing import ratio_interval, round_robin, speed_verdict
+from ..timing import paired_ratio, round_robin, speed_verdict
 from .common import Headline, check_positive_int, deployed_copy, paper_number
 from .lslu_function import parameter_table
 from .plots import as_frame, style_axes
@@ -115,37 +115,55 @@ def measure_latency(model: nn.Module, batch: int, input_size: int, device="auto"
 
 
 def latency_table(graphs: dict, input_sizes, batch_sizes, device="auto", repeats: int = 5,
-                  warmup: int = 1, skip=()) -> pd.DataFrame:
+                  warmup: int = 1, skip=(), copies: int = 3) -> pd.DataFrame:
     """measure_latency for every (activation, graph) of ``graphs`` (from efficiency_graphs) at
     every input size x batch size, except the (input_size, batch) pairs in ``skip``.
 
     Within one (input size, batch) the models are timed round-robin (lslu.timing), one pass each
     in turn, so that a change of background load hits all of them alike (ratios stay meaningful
-    on a shared machine). One row per measurement: activation, graph, input_size, batch,
-    median_ms, p10, p90, times_ms (every repeat, in round order).
+    on a shared machine). Each model is timed as ``copies`` copies, made in alternation with the
+    other models' copies: two copies of one model run up to 5% apart on a CPU (where their
+    weights lie in memory), more than LSLU's elementwise costs, so one copy each would compare
+    placements, not activations. One row per measurement: activation, graph, input_size, batch,
+    median_ms, p10, p90 and times_ms of the per-round mean over copies, and copy_times_ms
+    (copies x rounds).
     """
     check_positive_int("repeats", repeats)
     check_positive_int("warmup", warmup, minimum=0)
+    check_positive_int("copies", copies)
     skip = {tuple(pair) for pair in skip}
     rows = []
     for size in input_sizes:
         for batch in batch_sizes:
             if (size, batch) in skip:
                 continue
-            probes = {key: _latency_probe(m, batch, size, device) for key, m in graphs.items()}
+            probes = {(key, k): _latency_probe(m, batch, size, device)
+                      for k in range(copies) for key, m in graphs.items()}
             times = round_robin(probes, repeats, warmup)
-            for (act, graph), t in times.items():
+            for act, graph in graphs:
+                per_copy = np.stack([times[((act, graph), k)] for k in range(copies)])
                 rows.append({"activation": act, "graph": graph, "input_size": size,
-                             "batch": batch} | _latency_stats(t))
+                             "batch": batch} | _latency_stats(per_copy.mean(0))
+                            | {"copy_times_ms": (1e3 * per_copy).tolist()})
             del probes
     return pd.DataFrame(rows)
 
 
+def _latency_ratio(by_act: pd.DataFrame, numerator: str, denominator: str,
+                   confidence: float = 0.9) -> dict:
+    """lslu.timing.paired_ratio of two activations' rows of a latency table (over copies and
+    rounds where the table has copy_times_ms, else over rounds)."""
+    col = "copy_times_ms" if "copy_times_ms" in by_act.columns else "times_ms"
+    return paired_ratio({"n": by_act.loc[numerator, col], "d": by_act.loc[denominator, col]},
+                        "n", "d", confidence)
+
+
 def latency_ratios(table: pd.DataFrame, numerator: str = "lslu",
                    denominator: str = "series", confidence: float = 0.9) -> pd.DataFrame:
-    """Per graph, input size and batch: median latency of ``numerator`` / ``denominator``, its
-    ``confidence`` bootstrap interval over the round-robin rounds (lslu.timing.ratio_interval:
-    columns lo, hi) and a verdict that says faster/slower only when the interval excludes 1."""
+    """Per graph, input size and batch: latency of ``numerator`` / ``denominator`` (the median
+    of the per-round ratios), its ``confidence`` bootstrap interval over rounds and copies
+    (lslu.timing.paired_ratio: columns lo, hi) and a verdict that says faster/slower only when
+    the interval excludes 1."""
     rows = []
     for (graph, size, batch), sub in table.groupby(["graph", "input_size", "batch"], sort=False):
         by_act = sub.set_index("activation")
@@ -153,18 +171,18 @@ def latency_ratios(table: pd.DataFrame, numerator: str = "lslu",
             if act not in by_act.index:
                 raise ValueError(f"latency table has no activation {act!r} at {graph}, {size} px, "
                                  f"batch {batch}; it has {list(by_act.index)}")
-        r = ratio_interval(by_act.loc[numerator, "times_ms"], by_act.loc[denominator, "times_ms"],
-                           confidence)
+        r = _latency_ratio(by_act, numerator, denominator, confidence)
+        lo, hi = r["interval"]
         rows.append({"graph": graph, "input_size": size, "batch": batch,
-                     f"{numerator} / {denominator}": r["ratio"], "lo": r["lo"], "hi": r["hi"],
-                     "verdict": speed_verdict(r["lo"], r["hi"], numerator, denominator)})
+                     f"{numerator} / {denominator}": r["value"], "lo": lo, "hi": hi,
+                     "verdict": speed_verdict(lo, hi, numerator, denominator)})
     return pd.DataFrame(rows)
 
 
 def latency_display(table: pd.DataFrame) -> pd.DataFrame:
     """latency_table for the page: one row per graph, input size and batch; median (p10-p90) ms
-    per activation, and the ratio of the medians of the second activation over the first with
-    its 90% bootstrap interval and verdict (latency_ratios)."""
+    per activation, and the latency ratio of the second activation over the first with its 90%
+    bootstrap interval and verdict (latency_ratios)."""
     acts = list(dict.fromkeys(table["activation"]))
     rows = []
     for (graph, size, batch), sub in table.groupby(["graph", "input_size", "batch"], sort=False):
@@ -175,10 +193,11 @@ def latency_display(table: pd.DataFrame) -> pd.DataFrame:
             row[f"{act}: median ms (p10-p90)"] = (f"{r.median_ms:.1f} "
                                                   f"({r.p10:.1f}-{r.p90:.1f})")
         if len(acts) >= 2:
-            r = ratio_interval(by_act.loc[acts[1], "times_ms"], by_act.loc[acts[0], "times_ms"])
-            row[f"{acts[1]} / {acts[0]}"] = round(r["ratio"], 3)
-            row["90% interval"] = f"{r['lo']:.2f}-{r['hi']:.2f}"
-            row["verdict"] = speed_verdict(r["lo"], r["hi"], acts[1], acts[0])
+            r = _latency_ratio(by_act, acts[1], acts[0])
+            lo, hi = r["interval"]
+            row[f"{acts[1]} / {acts[0]}"] = round(r["value"], 3)
+            row["90% interval"] = f"{lo:.2f}-{hi:.2f}"
+            row["verdict"] = speed_verdict(lo, hi, acts[1], acts[0])
         rows.append(row)
     return pd.DataFrame(rows)
 
