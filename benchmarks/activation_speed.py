@@ -41,7 +41,7 @@ import torch.nn as nn  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lslu.activations import LSLU, SeriesActivation, naive_series  # noqa: E402
 from lslu.models import build_model  # noqa: E402
-from lslu.timing import (judge_ratio, paired_ratio, round_robin, summarize,  # noqa: E402
+from lslu.timing import (judge_ratio, ratio_fields, round_robin, summarize,  # noqa: E402
                          worst_ratio)
 from lslu.train import compile_model, compile_options  # noqa: E402
 
@@ -111,12 +111,6 @@ def measure(fns: dict, reps: int, warmup: int):
     """round_robin over ``fns``: (name -> summarize's dict in ms, name -> seconds per round)."""
     times = round_robin(fns, reps, warmup)
     return {k: summarize(t) for k, t in times.items()}, times
-
-
-def ratio_fields(times: dict, name: str, numerator: str, denominator: str) -> dict:
-    """{name: ratio, name_interval: [lo, hi]} (lslu.timing.paired_ratio), for a result row."""
-    r = paired_ratio(times, numerator, denominator)
-    return {name: r["value"], f"{name}_interval": r["interval"]}
 
 
 def fwd_bwd(module, x, g):

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lslu.activations import LSLU, SeriesActivation, naive_series  # noqa: E402
 from lslu.models import build_model  # noqa: E402
-from lslu.timing import judge_ratio, paired_ratio, round_robin, summarize  # noqa: E402
+from lslu.timing import judge_ratio, ratio_fields, round_robin, summarize  # noqa: E402
 from lslu.train import compile_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -142,11 +142,6 @@ def correctness(device, dtypes) -> list:
 # ------------------------------------------------------------------------------------------
 # 2. speed ratios
 # ------------------------------------------------------------------------------------------
-def ratio_fields(times: dict, name: str, numerator: str, denominator: str) -> dict:
-    r = paired_ratio(times, numerator, denominator)
-    return {name: r["value"], f"{name}_interval": r["interval"]}
-
-
 def fwd_bwd(module, x, g):
     def step():
         xx = x.detach().requires_grad_()

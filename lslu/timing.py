@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 __all__ = ["round_robin", "interleaved", "summarize", "median_interval", "paired_ratio",
-           "worst_ratio", "judge_ratio", "speed_verdict"]
+           "ratio_fields", "worst_ratio", "judge_ratio", "speed_verdict"]
 
 
 def round_robin(fns: dict[str, Callable[[], object]], repeats: int,
@@ -112,6 +112,13 @@ def paired_ratio(times: dict, numerator: str, denominator: str, confidence: floa
     boot = np.median(np.take_along_axis(boot_a / boot_b, rows, axis=1), axis=1)
     lo, hi = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
     return {"value": float(np.median(a.mean(0) / b.mean(0))), "interval": [float(lo), float(hi)]}
+
+
+def ratio_fields(times: dict, name: str, numerator: str, denominator: str) -> dict:
+    """paired_ratio as the fields of a result row: {name: ratio, name + "_interval": [lo, hi]},
+    what worst_ratio and judge_ratio read."""
+    r = paired_ratio(times, numerator, denominator)
+    return {name: r["value"], f"{name}_interval": r["interval"]}
 
 
 def worst_ratio(rows: list, key: str, op: str) -> dict:
